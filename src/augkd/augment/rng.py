@@ -1,0 +1,87 @@
+"""Counter-based randomness: every random number is a pure function of (seed, epoch, index, slot).
+
+augkd never draws augmentation parameters from a global RNG stream. Instead each number is a hash of a
+key, so the same image in the same epoch gets the same augmentation whatever the batch size, batch order,
+device or number of processes. This is what makes augmented batches replayable, runs resumable bit-exactly
+and a teacher's soft labels cacheable per (epoch, index).
+
+The hash is Chris Wellons' ``lowbias32`` integer mixer evaluated in int64 arithmetic and masked to 32 bits,
+which gives identical results on CPU and CUDA (integer ops only, no floating point until the final scaling).
+
+Slots name the independent random streams of one sample. Each consumer owns a distinct slot constant
+(see :data:`SLOTS`), so adding a new random choice never changes the numbers drawn by an existing one.
+
+Example:
+    >>> idx = torch.arange(4)
+    >>> u = uniform(seed=0, epoch=3, index=idx, slot=SLOTS["crop_y"])
+    >>> bool((u >= 0).all() and (u < 1).all())
+    True
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["SLOTS", "hash32", "key", "randint", "uniform"]
+
+_MASK32 = 0xFFFFFFFF
+
+#: Named random streams. Values are arbitrary but must never change once released (replay depends on them).
+SLOTS: dict[str, int] = {
+    # base augmentation
+    "crop_y": 1,
+    "crop_x": 2,
+    "flip": 3,
+    "rrc_scale": 4,
+    "rrc_ratio": 5,
+    # data (augkd.data.memory): the seeded, stratified subset draw
+    "subset": 10,
+    # policies (augkd.augment.policies): slots 100.. are per policy step, see policies for the layout
+    "subpolicy": 100,
+    "policy_base": 1000,
+}
+
+
+def hash32(x: torch.Tensor) -> torch.Tensor:
+    """Mix a tensor of non-negative int64 values (< 2**32) into well-distributed 32-bit values (as int64)."""
+    x = x & _MASK32
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _MASK32
+    x = x ^ (x >> 16)
+    return x
+
+
+def key(seed: int, epoch: int, index: torch.Tensor, slot: int) -> torch.Tensor:
+    """32-bit key for each sample index: a chained hash of seed, epoch, slot and index.
+
+    Args:
+        seed: run seed (any int; reduced to 32 bits).
+        epoch: epoch number (>= 0).
+        index: int tensor of dataset indices, any shape and device.
+        slot: stream identifier, one per random choice (see :data:`SLOTS`).
+    """
+    index = index.to(torch.int64)
+    # Fold the scalar parts on the host: one tiny tensor op chain per call instead of per element.
+    h = torch.tensor([seed & _MASK32], dtype=torch.int64)
+    h = hash32(h ^ 0x9E3779B9)
+    h = hash32(h ^ (epoch & _MASK32))
+    h = hash32(h ^ (slot & _MASK32))
+    base = int(h.item())
+    return hash32(hash32(index ^ base) ^ 0x5BD1E995)
+
+
+def uniform(seed: int, epoch: int, index: torch.Tensor, slot: int) -> torch.Tensor:
+    """Uniform float32 numbers in [0, 1), one per element of ``index``, on ``index``'s device."""
+    # 24 high bits are exactly representable in float32, so the result is identical on every device.
+    return (key(seed, epoch, index, slot) >> 8).to(torch.float32) * (1.0 / (1 << 24))
+
+
+def randint(seed: int, epoch: int, index: torch.Tensor, slot: int, high: int | torch.Tensor) -> torch.Tensor:
+    """Integers in [0, high), one per element of ``index`` (int64). ``high`` may be a per-element tensor."""
+    k = key(seed, epoch, index, slot)
+    if isinstance(high, torch.Tensor):
+        high = high.to(device=k.device, dtype=torch.int64)
+    # Multiply-shift maps 32-bit keys to [0, high) without the modulo bias of small ranges.
+    return (k * high) >> 32

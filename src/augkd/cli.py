@@ -1,0 +1,312 @@
+"""``augkd <command>``: one function per command.
+
+Run ``augkd --help`` for the list and ``augkd <command> --help`` for each command's options. Every command
+turns bad input (a missing dataset, an unknown model, a config typo, a corrupt checkpoint) into a one-line
+``augkd: error: ...`` message and exit status 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+import augkd
+
+__all__ = ["main"]
+
+EPILOG_TRAIN = """\
+examples:
+  augkd train --config configs/cifar10-demo.yaml
+  augkd train --config configs/cifar10-demo.yaml epochs=2 data.subset_per_class=500 name=quick
+  augkd train --config configs/cifar10-demo.yaml augment.policy=geo-n2-m5 name=geo5
+  augkd train --config configs/cifar10-demo.yaml --resume         # continue runs/<name>
+overrides are dotted config keys (see `augkd config --list`); values are YAML scalars or lists.
+"""
+
+
+class CliError(Exception):
+    """An error the CLI reports in one line."""
+
+
+def _load_train_config(path: str | None, overrides: Sequence[str]):
+    from augkd.config import load_config
+    from augkd.train.config import TrainConfig
+
+    return load_config(TrainConfig, path, list(overrides))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from augkd.train.loop import train
+
+    cfg = _load_train_config(args.config, args.overrides)
+    train(cfg, resume=args.resume, quiet=args.quiet, overwrite=args.overwrite)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from augkd.config import build_config
+    from augkd.data import DeviceLoader, build_datasets
+    from augkd.train.checkpoint import load_checkpoint
+    from augkd.train.config import TrainConfig
+    from augkd.train.loop import Normalize, build_model, evaluate, resolve_amp, resolve_device
+
+    state = load_checkpoint(args.checkpoint)
+    if "config" not in state or "model" not in state:
+        raise CliError(f"{args.checkpoint}: not an augkd checkpoint (no config/model entries)")
+    cfg = build_config(TrainConfig, state["config"], args.overrides)
+    device = resolve_device(cfg.device)
+    _, eval_set = build_datasets(cfg.data, quiet=args.quiet)
+    if eval_set.num_classes != len(state["classes"]):
+        raise CliError(f"the checkpoint has {len(state['classes'])} classes, the eval data {eval_set.num_classes}")
+    model = build_model(cfg, eval_set.num_classes).to(device)
+    model.load_state_dict(state["model"])
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    norm = state.get("normalize") or {}
+    normalize = Normalize(tuple(norm["mean"]), tuple(norm["std"]), channels_last=cfg.channels_last).to(device)
+    loader = DeviceLoader(eval_set, cfg.eval_batch_size, shuffle=False, drop_last=False, seed=0, device=device)
+    res = evaluate(model, loader, normalize, resolve_amp(cfg.amp, device), flip=args.flip, progress=not args.quiet)
+    res.update(checkpoint=str(args.checkpoint), model=cfg.model.name, eval_size=cfg.data.resolved_eval_size)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(
+            f"{cfg.model.name} on {res['n']} images at {res['eval_size']}px: top1 {res['top1']:.2f}% "
+            f"top5 {res['top5']:.2f}% loss {res['loss']:.4f}"
+        )
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import torch
+
+    from augkd.models import count_parameters, create_model, get_model_info, list_models
+
+    names = [n for n in list_models() if not args.filter or args.filter in n]
+    rows = []
+    for name in names:
+        info = get_model_info(name)
+        with torch.device("meta"):
+            params = count_parameters(create_model(name, num_classes=args.num_classes))
+        rows.append({**info, "params": params})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max((len(r["name"]) for r in rows), default=4)
+    print(f"{'name':<{width}}  {'params':>9}  {'input':>5}  description")
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['params'] / 1e6:>8.2f}M  {r['input_size']:>5}  {r['description']}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from augkd.data import describe_dataset
+
+    cfg = _load_train_config(args.config, args.overrides).data
+    info = describe_dataset(cfg, prepare=args.prepare, quiet=args.quiet)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    for split in ("train", "eval"):
+        s = info.get(split)
+        if not s:
+            continue
+        counts = s.get("counts_per_class", {})
+        lo, hi = (min(counts.values()), max(counts.values())) if counts else (0, 0)
+        print(
+            f"{split}: {s.get('num_images')} images, {s.get('num_classes')} classes ({lo}-{hi} per class), "
+            f"image size {s.get('image_size')}, source {s.get('source')}"
+        )
+        if "cache" in s:
+            print(f"  cache: {s['cache']}")
+    for key in ("bad_files", "notes"):
+        if info.get(key):
+            print(f"{key}: {info[key]}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import dataclasses
+    import typing
+
+    import yaml
+
+    from augkd.config import config_to_dict, field_docs
+    from augkd.train.config import TrainConfig
+
+    if args.list:
+
+        def walk(cls: type, prefix: str) -> None:
+            docs = field_docs(cls)
+            hints = typing.get_type_hints(cls)
+            for f in dataclasses.fields(cls):
+                if dataclasses.is_dataclass(hints[f.name]):
+                    walk(hints[f.name], f"{prefix}{f.name}.")
+                    continue
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+                print(f"{prefix}{f.name} = {default!r}\n    {docs.get(f.name, '')}")
+
+        walk(TrainConfig, "")
+        return 0
+    cfg = _load_train_config(args.config, args.overrides)
+    print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+    return 0
+
+
+def cmd_gallery(args: argparse.Namespace) -> int:
+    from augkd.data import build_datasets
+    from augkd.experiments.gallery import make_gallery
+
+    cfg = _load_train_config(args.config, args.overrides).data
+    train_set, _ = build_datasets(cfg, quiet=True)
+    import torch
+
+    g = torch.Generator().manual_seed(args.seed)
+    pick = torch.randperm(len(train_set), generator=g)[: args.images]
+    out = make_gallery(
+        train_set.images[pick],
+        args.policy,
+        args.out,
+        seed=args.seed,
+        indices=train_set.sample_ids[pick],
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "augment":
+        from augkd.bench.augment import run_augment_benchmark
+
+        results = [
+            run_augment_benchmark(image_size=size, device=args.device, spec=args.policy, quick=args.quick)
+            for size in args.sizes
+        ]
+    elif args.what == "data":
+        from augkd.bench.data import run_data_benchmark
+
+        results = [run_data_benchmark(quick=args.quick)]
+    else:  # pragma: no cover - argparse restricts the choices
+        raise CliError(f"unknown benchmark {args.what!r}")
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
+    else:
+        for r in results:
+            print(json.dumps(r, indent=2))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# parser
+
+
+def _add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--config", "-c", required=required, help="YAML config (see configs/); defaults if omitted")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=0.2")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="augkd",
+        description="Train image classifiers with aggressive automated augmentation (AutoAugment, RandAugment, "
+        "the paper's geometric space) made safe by top-K knowledge distillation.",
+        epilog="Start with: augkd train --config configs/cifar10-demo.yaml   (see README.md)",
+    )
+    parser.add_argument("--version", action="version", version=f"augkd {augkd.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+
+    p = sub.add_parser(
+        "train",
+        help="train a model (config + overrides)",
+        epilog=EPILOG_TRAIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_config_args(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in <out_dir>/<name> from last.pt")
+    p.add_argument("--overwrite", action="store_true", help="start over in an existing run folder")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or per-epoch lines (CI)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on its eval split (top-1, top-5, loss)")
+    p.add_argument("checkpoint", help="an augkd checkpoint (best.pt or last.pt)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.eval_size=40 device=cpu")
+    p.add_argument("--flip", action="store_true", help="average with the mirrored image")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("models", help="list registered models with parameter counts")
+    p.add_argument("filter", nargs="?", default="", help="substring of the names to show")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("data", help="inspect or prepare a dataset: counts per class, image size, cache status")
+    _add_config_args(p)
+    p.add_argument("--prepare", action="store_true", help="decode into the in-memory cache now")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("config", help="print the resolved config, or --list every key with its doc")
+    _add_config_args(p)
+    p.add_argument("--list", action="store_true", help="list every config key, its default and meaning")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("gallery", help="PNG grid of real images across augmentation ops and levels")
+    _add_config_args(p)
+    p.add_argument("--policy", default="geo-n2-m5", help="policy spec whose ops to show (e.g. geo-n2-m5, ra-n2-m9)")
+    p.add_argument("--out", default="gallery.png", help="output PNG")
+    p.add_argument("--images", type=int, default=4, help="how many images")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_gallery)
+
+    p = sub.add_parser("bench", help="benchmarks against the anchors (torchvision, timm, kornia) as JSON")
+    p.add_argument("what", choices=["augment", "data"], help="what to measure")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--policy", default="ra-n2-m9")
+    p.add_argument("--sizes", type=int, nargs="+", default=[32, 224], help="image sizes (augment)")
+    p.add_argument("--quick", action="store_true", help="fewer repeats")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from augkd.config import ConfigError
+    from augkd.train.checkpoint import CheckpointError
+    from augkd.train.loop import RunError
+
+    return (CliError, ConfigError, CheckpointError, RunError, ValueError, FileNotFoundError, NotADirectoryError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        print("augkd: interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in msg:
+            msg = f"{msg}: {exc.filename}"
+        print(f"augkd {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,236 @@
+"""Dataclass configs filled from YAML and ``key=value`` overrides, with errors that name the key.
+
+Every section of a run's config is a dataclass with a docstring per field and checks in ``__post_init__``.
+This module holds the generic machinery: building a nested dataclass from a dict with type checks, dotted
+overrides from the command line, and turning a config back into plain data (saved beside the checkpoints).
+
+Example:
+    >>> from augkd.train.config import TrainConfig
+    >>> cfg = load_config(TrainConfig, None, ["optim.lr=0.2", "data.subset_per_class=50"])
+    >>> cfg.optim.lr
+    0.2
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import itertools
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "build_config",
+    "config_from_dict",
+    "config_to_dict",
+    "field_docs",
+    "load_config",
+    "parse_overrides",
+]
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A bad config key or value; the message names the key and what is allowed."""
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict of a dataclass config (safe for YAML, JSON and ``weights_only`` checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Build ``cls`` from a YAML file (or defaults) plus ``key=value`` overrides.
+
+    Raises:
+        ConfigError: unreadable file, unknown key, or a value of the wrong type or range.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+        data = loaded or {}
+    return build_config(cls, data, overrides)
+
+
+def build_config(cls: type[T], data: dict[str, Any], overrides: list[str] | None = None) -> T:
+    """Build ``cls`` from a nested dict (e.g. a checkpoint's saved config) plus ``key=value`` overrides."""
+    data = copy.deepcopy(data)
+    for dotted, value in parse_overrides(overrides or []):
+        _set_dotted(cls, data, dotted, value)
+    return config_from_dict(cls, data)
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """Split ``key.sub=value`` strings; values are read as YAML scalars (``0.1``, ``true``, ``[1, 2]``)."""
+    parsed = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optim.lr=0.1)")
+        dotted, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        parsed.append((dotted.strip(), value))
+    return parsed
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build a (nested) dataclass from a dict, checking keys and value types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for name, value in data.items():
+        if name not in fields:
+            raise ConfigError(_unknown_key(prefix + str(name), list(fields), prefix))
+        kwargs[name] = _coerce(hints[name], value, prefix + name)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> the docstring written under it in the class body (for ``--help`` style listings)."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    docs: dict[str, str] = {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    for node, nxt in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _unknown_key(key: str, allowed: list[str], prefix: str) -> str:
+    leaf = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(leaf, allowed, n=1, cutoff=0.6)
+    hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
+    names = ", ".join(prefix + a for a in allowed)
+    return f"unknown config key {key!r}{hint}; allowed: {names}"
+
+
+def _set_dotted(cls: type, data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node, node_cls, prefix = data, cls, ""
+    for i, part in enumerate(parts):
+        fields = {f.name: f for f in dataclasses.fields(node_cls)}
+        if part not in fields:
+            raise ConfigError(_unknown_key(prefix + part, list(fields), prefix))
+        hint = typing.get_type_hints(node_cls)[part]
+        last = i == len(parts) - 1
+        if dataclasses.is_dataclass(hint):
+            if last:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{prefix + part}: is a section; set one of its keys, e.g. {prefix + part}.x=...")
+                node.setdefault(part, {}).update(value)
+                return
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{prefix + part}: expected a mapping in the config file")
+            node, node_cls, prefix = child, hint, prefix + part + "."
+        elif last:
+            node[part] = value
+        elif _origin_is_dict(hint):
+            # free-form mappings (e.g. model.kwargs.width=32)
+            child = node.setdefault(part, {})
+            for sub in parts[i + 1 : -1]:
+                child = child.setdefault(sub, {})
+            child[parts[-1]] = value
+            return
+        else:
+            raise ConfigError(f"{prefix + part}: is a value, not a section (got {dotted!r})")
+
+
+def _origin_is_dict(tp: Any) -> bool:
+    return tp is dict or typing.get_origin(tp) is dict
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; int -> float is the only silent conversion."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        names = " or ".join(_type_name(a) for a in args)
+        raise ConfigError(f"{key}: expected {names}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return config_from_dict(tp, value if value is not None else {}, key + ".")
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        item_tp = args[0] if args else Any
+        items = [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple or tp is tuple else items
+    if _origin_is_dict(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    raise ConfigError(f"{key}: unsupported field type {tp!r}")

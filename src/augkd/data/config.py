@@ -1,0 +1,76 @@
+"""The ``data`` section of a run's config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["BASE_AUGS", "DATASET_KINDS", "DataConfig"]
+
+#: ``cifar10``/``cifar100``: torchvision's official on-disk formats; ``folder``: ImageNet layout
+#: (``<root>/train/<class>/*``, ``<root>/val|test/<class>/*``), from a folder or a ``.zip`` of one.
+DATASET_KINDS = ("cifar10", "cifar100", "folder")
+#: ``auto`` picks ``crop-flip`` for images of 64 px or less and ``rrc-flip`` above.
+BASE_AUGS = ("auto", "crop-flip", "rrc-flip", "flip", "none")
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are served."""
+
+    dataset: str = "folder"
+    """One of ``cifar10``, ``cifar100`` (torchvision formats) or ``folder`` (ImageNet layout, folder or .zip)."""
+    root: str = "../shared/data/cifar10-jpg.zip"
+    """Dataset folder, or a .zip archive of an ImageFolder tree (unzipped once into ``cache_dir``)."""
+    train_split: str = "train"
+    """Sub-folder of the training images (``folder`` datasets)."""
+    test_split: str = "auto"
+    """Sub-folder of the evaluation images; ``auto`` takes ``val`` or ``test``, whichever exists."""
+    image_size: int = 32
+    """Training resolution in pixels (square)."""
+    eval_size: int = 0
+    """Evaluation resolution; 0 means the same as ``image_size``."""
+    in_memory: bool = True
+    """Decode every image once into one uint8 tensor cached on disk, and serve batches from memory."""
+    cache_dir: str = ".cache/augkd"
+    """Where unzipped archives and decoded tensors are kept (keyed by the source's content)."""
+    subset_per_class: int = 0
+    """Keep N training images per class (seeded, stratified); 0 keeps all."""
+    subset_seed: int = 0
+    """Seed of the subset draw."""
+    test_subset_per_class: int = 0
+    """Keep N evaluation images per class; 0 keeps all."""
+    download: bool = False
+    """Download CIFAR where a network exists (torchvision); otherwise a clear error names the expected path."""
+    base_aug: str = "auto"
+    """Base augmentation before the policy: ``crop-flip`` (pad and random crop + flip), ``rrc-flip``
+    (random resized crop + flip), ``flip``, ``none`` or ``auto``."""
+    crop_padding: int = 4
+    """Padding of ``crop-flip`` in pixels."""
+    rrc_scale_min: float = 0.08
+    """Smallest area fraction of ``rrc-flip`` crops."""
+    decode_workers: int = 2
+    """Processes used to decode images into the in-memory cache."""
+    bad_files: str = "error"
+    """``error`` stops at the first unreadable image (naming it); ``skip`` reports and leaves bad files out."""
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASET_KINDS:
+            raise ValueError(f"data.dataset must be one of {', '.join(DATASET_KINDS)}; got {self.dataset!r}")
+        if self.base_aug not in BASE_AUGS:
+            raise ValueError(f"data.base_aug must be one of {', '.join(BASE_AUGS)}; got {self.base_aug!r}")
+        if self.bad_files not in ("error", "skip"):
+            raise ValueError(f"data.bad_files must be 'error' or 'skip'; got {self.bad_files!r}")
+        for name in ("image_size",):
+            if getattr(self, name) < 8:
+                raise ValueError(f"data.{name} must be at least 8 pixels; got {getattr(self, name)!r}")
+        for name in ("eval_size", "subset_per_class", "test_subset_per_class", "crop_padding"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"data.{name} must be >= 0; got {getattr(self, name)!r}")
+        if self.decode_workers < 1:
+            raise ValueError(f"data.decode_workers must be >= 1; got {self.decode_workers!r}")
+        if not 0.0 < self.rrc_scale_min <= 1.0:
+            raise ValueError(f"data.rrc_scale_min must be in (0, 1]; got {self.rrc_scale_min!r}")
+
+    @property
+    def resolved_eval_size(self) -> int:
+        return self.eval_size or self.image_size

@@ -1,0 +1,164 @@
+"""The config of a training run: one dataclass per section, filled from YAML plus ``key=value`` overrides.
+
+A YAML file mirrors the sections::
+
+    name: cifar10-demo
+    epochs: 8
+    model: {name: fastnet9}
+    data: {dataset: folder, root: ../shared/data/cifar10-jpg.zip}
+    optim: {lr: 0.4, schedule: onecycle}
+
+and any key can be overridden on the command line: ``augkd train --config X optim.lr=0.2 epochs=4``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from augkd.data.config import DataConfig
+
+__all__ = ["AugmentConfig", "EmaConfig", "ModelConfig", "OptimConfig", "TrainConfig"]
+
+SCHEDULES = ("cosine", "step", "onecycle", "constant")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
+
+@dataclass
+class ModelConfig:
+    """Which network to train (any name from ``augkd models``)."""
+
+    name: str = "fastnet9"
+    """Registered model name."""
+    drop_rate: float | None = None
+    """Dropout before the classifier (None keeps the model's default)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra builder arguments, e.g. ``{width: 32}``."""
+
+
+@dataclass
+class AugmentConfig:
+    """The augmentation policy applied on the training device after the base augmentation."""
+
+    policy: str = "none"
+    """Policy spec, e.g. ``aa-cifar10``, ``ra-n2-m9``, ``geo-n2-m5``, ``ta-wide`` or ``none``."""
+    fill: int = 128
+    """Value of pixels uncovered by geometric ops and cutout."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.fill <= 255:
+            raise ValueError(f"augment.fill must be in [0, 255]; got {self.fill!r}")
+
+
+@dataclass
+class OptimConfig:
+    """SGD with Nesterov momentum and a per-step learning-rate schedule."""
+
+    lr: float = 0.1
+    """Peak learning rate for the batch size of the run (no automatic scaling)."""
+    momentum: float = 0.9
+    """SGD momentum."""
+    nesterov: bool = True
+    """Nesterov momentum."""
+    weight_decay: float = 5e-4
+    """L2 weight decay (applied to conv and linear weights; not to BN or biases when ``no_decay_bn``)."""
+    no_decay_bn: bool = True
+    """Exclude normalization parameters and biases from weight decay."""
+    schedule: str = "cosine"
+    """``cosine`` (to ``min_lr``), ``step`` (multiply by ``gamma`` at ``milestones``), ``onecycle``
+    (linear up over ``warmup_epochs``, then linear down to zero) or ``constant``."""
+    warmup_epochs: float = 0.0
+    """Linear warm-up from ``lr * warmup_start`` (epochs, may be fractional)."""
+    warmup_start: float = 0.0
+    """Starting fraction of the peak learning rate during warm-up."""
+    min_lr: float = 0.0
+    """Final learning rate of the cosine schedule."""
+    milestones: list[float] = field(default_factory=list)
+    """Epochs at which the ``step`` schedule multiplies the learning rate by ``gamma``."""
+    gamma: float = 0.1
+    """Factor of the ``step`` schedule."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the cross-entropy."""
+    grad_clip: float = 0.0
+    """Clip the global gradient norm to this value (0 disables)."""
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"optim.schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        if self.lr <= 0:
+            raise ValueError(f"optim.lr must be > 0; got {self.lr!r}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"optim.momentum must be in [0, 1); got {self.momentum!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"optim.weight_decay must be >= 0; got {self.weight_decay!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"optim.label_smoothing must be in [0, 1); got {self.label_smoothing!r}")
+        if self.warmup_epochs < 0 or not 0 <= self.warmup_start <= 1:
+            raise ValueError("optim.warmup_epochs must be >= 0 and optim.warmup_start in [0, 1]")
+        if self.schedule == "onecycle" and self.warmup_epochs <= 0:
+            raise ValueError("optim.schedule=onecycle needs optim.warmup_epochs > 0 (the rising part)")
+        if sorted(self.milestones) != list(self.milestones):
+            raise ValueError(f"optim.milestones must be increasing; got {self.milestones!r}")
+
+
+@dataclass
+class EmaConfig:
+    """Exponential moving average of the weights (evaluated alongside the raw model)."""
+
+    enabled: bool = False
+    """Keep an EMA copy of the model."""
+    decay: float = 0.999
+    """EMA decay per optimizer step."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.decay < 1:
+            raise ValueError(f"ema.decay must be in (0, 1); got {self.decay!r}")
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run."""
+
+    name: str = "run"
+    """Run name; the run folder is ``<out_dir>/<name>``."""
+    out_dir: str = "runs"
+    """Parent folder of run folders."""
+    seed: int = 0
+    """Seed of everything random: initialization, shuffling, augmentation (replayable per sample)."""
+    epochs: int = 10
+    """Training epochs."""
+    batch_size: int = 128
+    """Training batch size."""
+    eval_batch_size: int = 500
+    """Evaluation batch size."""
+    device: str = "auto"
+    """``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    amp: str = "auto"
+    """Mixed precision: ``auto`` (bf16 where the hardware supports it, fp16 on older GPUs), ``off``, ``bf16``,
+    ``fp16``."""
+    channels_last: bool = True
+    """Use the channels-last memory format (faster convolutions on CPU and GPU)."""
+    threads: int = 0
+    """CPU threads for torch (0 keeps torch's default)."""
+    eval_flip: bool = False
+    """Evaluate on the average of the image and its mirror (test-time augmentation)."""
+    eval_every: int = 1
+    """Evaluate every N epochs (the last epoch always)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1; got {getattr(self, key)!r}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0; got {self.threads!r}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}; got {self.amp!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise ValueError(f"name must be a plain folder name; got {self.name!r}")

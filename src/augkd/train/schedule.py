@@ -1,0 +1,33 @@
+"""Per-step learning-rate schedules (warm-up, cosine, step, one-cycle) as a multiplier of the peak rate."""
+
+from __future__ import annotations
+
+import bisect
+import math
+
+from augkd.train.config import OptimConfig
+
+__all__ = ["lr_factor"]
+
+
+def lr_factor(cfg: OptimConfig, step: int, steps_per_epoch: int, total_steps: int) -> float:
+    """Multiplier of ``cfg.lr`` at optimizer step ``step`` (0-based); pure, so resuming needs only the step.
+
+    Warm-up rises linearly from ``warmup_start`` to 1 over ``warmup_epochs``. After it, ``cosine`` decays to
+    ``min_lr / lr`` at the last step, ``onecycle`` decays linearly to zero, ``step`` multiplies by ``gamma`` at
+    each milestone epoch, ``constant`` stays at 1.
+    """
+    warm = round(cfg.warmup_epochs * steps_per_epoch)
+    if step < warm:
+        return cfg.warmup_start + (1.0 - cfg.warmup_start) * (step + 1) / warm
+    rest = max(1, total_steps - warm)
+    t = min(1.0, (step - warm) / rest)  # progress after warm-up, in [0, 1]
+    if cfg.schedule == "cosine":
+        floor = cfg.min_lr / cfg.lr
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+    if cfg.schedule == "onecycle":
+        return max(0.0, 1.0 - (step - warm + 1) / rest)
+    if cfg.schedule == "step":
+        epoch = step / steps_per_epoch
+        return cfg.gamma ** bisect.bisect_right(cfg.milestones, epoch)
+    return 1.0

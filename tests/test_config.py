@@ -1,0 +1,93 @@
+"""augkd.config: YAML + overrides into dataclasses, errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from augkd.config import ConfigError, build_config, config_to_dict, field_docs, load_config
+from augkd.train.config import OptimConfig, TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_and_overrides_typed():
+    cfg = load_config(TrainConfig, None, ["optim.lr=0.2", "epochs=3", "model.kwargs.width=32", "optim.milestones=[1,2]"])
+    assert cfg.optim.lr == 0.2 and isinstance(cfg.optim.lr, float)
+    assert cfg.epochs == 3
+    assert cfg.model.kwargs == {"width": 32}
+    assert cfg.optim.milestones == [1.0, 2.0]
+
+
+def test_yaml_then_override_wins(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 5\noptim:\n  lr: 0.3\n")
+    cfg = load_config(TrainConfig, path, ["optim.lr=0.05"])
+    assert cfg.epochs == 5 and cfg.optim.lr == 0.05
+
+
+def test_round_trip_through_dict():
+    cfg = load_config(TrainConfig, None, ["data.subset_per_class=7", "augment.policy=ra-n2-m9"])
+    again = build_config(TrainConfig, config_to_dict(cfg))
+    assert again == cfg
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        (["optim.lrr=1"], "unknown config key 'optim.lrr' (did you mean 'optim.lr'?)"),
+        (["optimm.lr=1"], "unknown config key 'optimm'"),
+        (["optim.lr=abc"], "optim.lr: expected a number, got 'abc'"),
+        (["epochs=2.5"], "epochs: expected an integer"),
+        (["optim.nesterov=maybe"], "optim.nesterov: expected true or false"),
+        (["data.dataset=imagenet"], "data.dataset must be one of cifar10, cifar100, folder"),
+        (["optim.schedule=linear"], "optim.schedule must be one of"),
+        (["epochs=0"], "epochs must be >= 1"),
+        (["optim=3"], "optim: is a section"),
+        (["epochs"], "not of the form key=value"),
+        (["epochs.x=1"], "epochs: is a value, not a section"),
+        (["amp=fp8"], "amp must be one of auto, off, bf16, fp16"),
+    ],
+)
+def test_bad_keys_and_values_name_the_key(override, fragment):
+    with pytest.raises(ConfigError) as exc:
+        load_config(TrainConfig, None, override)
+    assert fragment in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_bad_yaml_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(TrainConfig, tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(TrainConfig, bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(TrainConfig, listy)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("optim:\n  weight_decai: 0.1\n")
+    with pytest.raises(ConfigError, match="did you mean 'optim.weight_decay'"):
+        load_config(TrainConfig, typo)
+
+
+def test_every_field_is_documented():
+    import dataclasses
+
+    from augkd.data.config import DataConfig
+    from augkd.train.config import AugmentConfig, EmaConfig, ModelConfig
+
+    for cls in (TrainConfig, ModelConfig, DataConfig, AugmentConfig, OptimConfig, EmaConfig):
+        docs = field_docs(cls)
+        sections = {"model", "data", "augment", "optim", "ema"}
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in docs and f.name not in sections]
+        assert not missing, f"{cls.__name__} fields without a docstring: {missing}"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    cfg = load_config(TrainConfig, path)
+    assert cfg.name == path.stem
