@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_and_overrides_typed():
-    cfg = load_config(TrainConfig, None, ["optim.lr=0.2", "epochs=3", "model.kwargs.width=32", "optim.milestones=[1,2]"])
+    overrides = ["optim.lr=0.2", "epochs=3", "model.kwargs.width=32", "optim.milestones=[1,2]"]
+    cfg = load_config(TrainConfig, None, overrides)
     assert cfg.optim.lr == 0.2 and isinstance(cfg.optim.lr, float)
     assert cfg.epochs == 3
     assert cfg.model.kwargs == {"width": 32}
@@ -91,3 +92,12 @@ def test_every_field_is_documented():
 def test_shipped_configs_load(path):
     cfg = load_config(TrainConfig, path)
     assert cfg.name == path.stem
+
+
+def test_yaml_words_like_off_stay_strings(tmp_path):
+    # YAML 1.1 reads off/on/yes/no as booleans; augkd's configs use YAML 1.2 booleans (true/false only).
+    path = tmp_path / "c.yaml"
+    path.write_text("amp: off\nchannels_last: false\n")
+    cfg = load_config(TrainConfig, path, ["ema.enabled=true"])
+    assert cfg.amp == "off" and cfg.channels_last is False and cfg.ema.enabled is True
+    assert load_config(TrainConfig, None, ["amp=off"]).amp == "off"

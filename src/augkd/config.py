@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import difflib
 import itertools
+import re
 import types
 import typing
 from pathlib import Path
@@ -41,6 +42,23 @@ class ConfigError(ValueError):
     """A bad config key or value; the message names the key and what is allowed."""
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only ``true``/``false`` are bools, so ``amp: off`` stays the string ``"off"``."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+
+
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """Plain nested dict of a dataclass config (safe for YAML, JSON and ``weights_only`` checkpoints)."""
     return dataclasses.asdict(cfg)
@@ -58,7 +76,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = _yaml_load(path.read_text())
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc})") from None
         if loaded is not None and not isinstance(loaded, dict):
@@ -83,7 +101,7 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optim.lr=0.1)")
         dotted, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = _yaml_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
         parsed.append((dotted.strip(), value))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from augkd.train.config import OptimConfig
@@ -13,7 +15,7 @@ def test_cosine_with_warmup_shape():
     spe, total = 10, 100
     f = [lr_factor(cfg, s, spe, total) for s in range(total)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)  # linear warm-up over 10 steps
-    assert all(a >= b for a, b in zip(f[10:], f[11:]))  # monotone decay after warm-up
+    assert all(a >= b for a, b in itertools.pairwise(f[10:]))  # monotone decay after warm-up
     assert f[-1] == pytest.approx(0.01, abs=1e-3)  # reaches min_lr / lr
     assert lr_factor(cfg, total, spe, total) == pytest.approx(0.01)
 

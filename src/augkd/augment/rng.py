@@ -53,6 +53,17 @@ def hash32(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _hash32_int(x: int) -> int:
+    """:func:`hash32` on one Python int (the scalar parts of a key are folded on the host, without tensors)."""
+    x &= _MASK32
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & _MASK32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & _MASK32
+    x ^= x >> 16
+    return x
+
+
 def key(seed: int, epoch: int, index: torch.Tensor, slot: int) -> torch.Tensor:
     """32-bit key for each sample index: a chained hash of seed, epoch, slot and index.
 
@@ -63,12 +74,9 @@ def key(seed: int, epoch: int, index: torch.Tensor, slot: int) -> torch.Tensor:
         slot: stream identifier, one per random choice (see :data:`SLOTS`).
     """
     index = index.to(torch.int64)
-    # Fold the scalar parts on the host: one tiny tensor op chain per call instead of per element.
-    h = torch.tensor([seed & _MASK32], dtype=torch.int64)
-    h = hash32(h ^ 0x9E3779B9)
-    h = hash32(h ^ (epoch & _MASK32))
-    h = hash32(h ^ (slot & _MASK32))
-    base = int(h.item())
+    base = _hash32_int(seed ^ 0x9E3779B9)
+    base = _hash32_int(base ^ (epoch & _MASK32))
+    base = _hash32_int(base ^ (slot & _MASK32))
     return hash32(hash32(index ^ base) ^ 0x5BD1E995)
 
 

@@ -11,6 +11,8 @@ __all__ = ["BASE_AUGS", "DATASET_KINDS", "DataConfig"]
 DATASET_KINDS = ("cifar10", "cifar100", "folder")
 #: ``auto`` picks ``crop-flip`` for images of 64 px or less and ``rrc-flip`` above.
 BASE_AUGS = ("auto", "crop-flip", "rrc-flip", "flip", "none")
+#: Normalization statistics by name (values in :func:`augkd.data.build.dataset_stats`).
+NORM_STATS = ("auto", "cifar10", "cifar100", "imagenet")
 
 
 @dataclass
@@ -29,8 +31,6 @@ class DataConfig:
     """Training resolution in pixels (square)."""
     eval_size: int = 0
     """Evaluation resolution; 0 means the same as ``image_size``."""
-    in_memory: bool = True
-    """Decode every image once into one uint8 tensor cached on disk, and serve batches from memory."""
     cache_dir: str = ".cache/augkd"
     """Where unzipped archives and decoded tensors are kept (keyed by the source's content)."""
     subset_per_class: int = 0
@@ -52,6 +52,13 @@ class DataConfig:
     """Processes used to decode images into the in-memory cache."""
     bad_files: str = "error"
     """``error`` stops at the first unreadable image (naming it); ``skip`` reports and leaves bad files out."""
+    eval_crop_fraction: float = 0.875
+    """Evaluation images larger than ``eval_size`` are resized so a centre crop keeps this fraction of their
+    shorter side (0.875: resize 256, crop 224); training images keep the largest centred square. Images whose
+    shorter side already equals the size are only centre-cropped (32x32 CIFAR images stay exact)."""
+    norm_stats: str = "auto"
+    """Normalization mean/std: ``cifar10``, ``cifar100``, ``imagenet`` or ``auto`` (by dataset kind; a folder
+    or archive whose name starts with ``cifar10``/``cifar100`` gets those, any other folder ImageNet's)."""
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASET_KINDS:
@@ -70,6 +77,10 @@ class DataConfig:
             raise ValueError(f"data.decode_workers must be >= 1; got {self.decode_workers!r}")
         if not 0.0 < self.rrc_scale_min <= 1.0:
             raise ValueError(f"data.rrc_scale_min must be in (0, 1]; got {self.rrc_scale_min!r}")
+        if not 0.0 < self.eval_crop_fraction <= 1.0:
+            raise ValueError(f"data.eval_crop_fraction must be in (0, 1]; got {self.eval_crop_fraction!r}")
+        if self.norm_stats not in NORM_STATS:
+            raise ValueError(f"data.norm_stats must be one of {', '.join(NORM_STATS)}; got {self.norm_stats!r}")
 
     @property
     def resolved_eval_size(self) -> int:

@@ -7,49 +7,19 @@ the previous checkpoint intact. Loading uses ``torch.load(weights_only=True)``, 
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "atomic_write_bytes", "load_checkpoint", "save_checkpoint"]
+from augkd.io import atomic_write_bytes
+
+__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, truncated, corrupt, or holds objects that are not plain data."""
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, write: Any) -> None:
-    """Call ``write(file_object)`` on a temp file beside ``path``, fsync it, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

@@ -26,16 +26,17 @@ from typing import Any
 
 import torch
 import yaml
-from augkd.augment.base import build_base_augment
-from augkd.augment.policies import build_policy
 from torch import nn
 from tqdm import tqdm
 
 from augkd.augment import rng
+from augkd.augment.base import build_base_augment
+from augkd.augment.spec import build_policy
 from augkd.config import config_to_dict
 from augkd.data import DeviceLoader, build_datasets, dataset_stats
+from augkd.io import atomic_write_bytes, atomic_write_text
 from augkd.models import count_parameters, create_model
-from augkd.train.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from augkd.train.checkpoint import load_checkpoint, save_checkpoint
 from augkd.train.config import TrainConfig
 from augkd.train.schedule import lr_factor
 from augkd.train.task import ClassificationTask
@@ -389,7 +390,7 @@ def _checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
         "normalize": {"mean": list(run.stats["mean"]), "std": list(run.stats["std"])},
         "best_top1": run.best_top1,
         "history": run.history,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
     }
 
 
@@ -407,13 +408,9 @@ def _weights_state(run: Run, epoch: int, weights: dict[str, torch.Tensor], metri
     }
 
 
-def _write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
-
-
 def _log_metrics(run: Run, row: dict[str, Any]) -> None:
     run.history.append(row)
-    _write_text(run.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.history))
+    atomic_write_text(run.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.history))
     keys: list[str] = []
     for r in run.history:
         keys += [k for k in r if k not in keys]
@@ -457,7 +454,7 @@ def train(
     """Train ``cfg`` to the end (or continue it with ``resume``); returns the summary written to summary.json."""
     run = setup_run(cfg, resume=resume, quiet=quiet, overwrite=overwrite)
     run.run_dir.mkdir(parents=True, exist_ok=True)
-    _write_text(run.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    atomic_write_text(run.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     n_params = count_parameters(run.model)
     progress = not quiet and sys.stderr.isatty() and not os.environ.get("CI")
     if not quiet:
@@ -514,7 +511,7 @@ def train(
         "amp": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",
         "run_dir": str(run.run_dir),
     }
-    _write_text(run.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(run.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     if not quiet:
         log(
             f"done: top1 {summary['final_top1']:.2f}% (best {run.best_top1:.2f}%) in {summary['wall_time_s']:.0f}s; "

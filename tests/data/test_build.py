@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from augkd.data import DataConfig, build_datasets, dataset_stats, describe_dataset
+
+
+def test_build_real_cifar10_subsets(cifar10_zip, cache_dir):
+    cfg = DataConfig(
+        root=str(cifar10_zip), cache_dir=str(cache_dir), subset_per_class=30, test_subset_per_class=10, subset_seed=5
+    )
+    train, test = build_datasets(cfg, quiet=True)
+    assert train.images.shape == (300, 3, 32, 32) and test.images.shape == (100, 3, 32, 32)
+    assert train.counts_per_class().tolist() == [30] * 10 and test.counts_per_class().tolist() == [10] * 10
+    assert train.classes == test.classes and train.split == "train" and test.split == "test"
+    assert train.split_size == 50_000 and test.split_size == 10_000
+    assert int(train.sample_ids.max()) < 50_000 and train.name == "cifar10-jpg"
+    again, _ = build_datasets(cfg, quiet=True)
+    assert again.cache_hit and torch.equal(again.sample_ids, train.sample_ids)
+
+
+def test_build_imagewoof_train_and_eval_sizes(woof_zip, cache_dir):
+    cfg = DataConfig(
+        root=str(woof_zip), cache_dir=str(cache_dir), image_size=64, eval_size=48, subset_per_class=5, decode_workers=2
+    )
+    train, test = build_datasets(cfg, quiet=True)
+    assert train.images.shape == (50, 3, 64, 64) and test.images.shape == (500, 3, 48, 48)
+    assert test.split == "val" and train.num_classes == 10
+
+
+def test_dataset_stats():
+    assert dataset_stats("cifar10")["mean"] == (0.4914, 0.4822, 0.4465)
+    assert dataset_stats(DataConfig(root="x/cifar10-jpg.zip"))["name"] == "cifar10"
+    assert dataset_stats(DataConfig(root="x/CIFAR100_png"))["name"] == "cifar100"
+    assert dataset_stats(DataConfig(root="x/imagewoof320-mini.zip"))["std"] == (0.229, 0.224, 0.225)
+    assert dataset_stats(DataConfig(dataset="cifar100", root="x"))["name"] == "cifar100"
+    assert dataset_stats(DataConfig(root="x/cifar10-jpg.zip", norm_stats="imagenet"))["name"] == "imagenet"
+    with pytest.raises(ValueError, match="cifar10, cifar100, imagenet"):
+        dataset_stats("mnist")
+    with pytest.raises(ValueError, match="norm_stats"):
+        DataConfig(norm_stats="mnist")
+
+
+def test_describe_scans_then_prepares(make_tree, tmp_path):
+    root = make_tree(("train", "val"), per_class=6)
+    cfg = DataConfig(root=str(root), cache_dir=str(tmp_path / "cache"), test_subset_per_class=2)
+    scanned = describe_dataset(cfg)
+    assert scanned["classes"] == ["cat", "dog", "ship"] and scanned["normalization"]["name"] == "imagenet"
+    assert scanned["train"]["counts_per_class"] == {"cat": 6, "dog": 6, "ship": 6}
+    assert scanned["eval"]["num_images"] == 6 and scanned["eval"]["split"] == "val"
+    assert not scanned["train"]["cache_hit"] and "not decoded yet" in scanned["train"]["cache"]
+    assert not (tmp_path / "cache" / "decoded").exists()  # scanning decodes nothing
+
+    prepared = describe_dataset(cfg, prepare=True)
+    assert "decoded now into" in prepared["train"]["cache"] and prepared["train"]["image_size"] == [32, 32]
+    assert prepared["eval"]["counts_per_class"] == {"cat": 2, "dog": 2, "ship": 2}
+    assert describe_dataset(cfg)["eval"]["cache_hit"]  # the scan now finds the cache entry
+    assert "loaded from" in describe_dataset(cfg, prepare=True)["eval"]["cache"]
+    json.dumps(prepared)  # plain data, printable by `augkd data --json`
+
+
+def test_describe_reports_skipped_files(make_tree, tmp_path):
+    root = make_tree(("train", "test"), per_class=3)
+    (root / "test" / "ship" / "0001.jpg").write_bytes(b"\xff\xd8 truncated")
+    cfg = DataConfig(root=str(root), cache_dir=str(tmp_path / "cache"), bad_files="skip")
+    info = describe_dataset(cfg, prepare=True)
+    assert len(info["bad_files"]) == 1 and "ship/0001.jpg" in info["bad_files"][0]
+    assert info["eval"]["num_images"] == 8
+    with pytest.raises(ValueError, match=r"unreadable image .*ship/0001\.jpg"):
+        build_datasets(DataConfig(root=str(root), cache_dir=str(tmp_path / "cache")), quiet=True)
+
+
+def test_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dataset folder not found: .*nothing-here"):
+        build_datasets(DataConfig(root=str(tmp_path / "nothing-here"), cache_dir=str(tmp_path)))

@@ -1,0 +1,92 @@
+"""augkd.cli: every command is reachable, bad input is a one-line error with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from augkd.cli import build_parser, main
+
+COMMANDS = ("train", "eval", "models", "data", "config", "gallery", "bench")
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for command in COMMANDS:
+        assert command in out
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(COMMANDS) <= set(sub.choices)
+
+
+def test_python_dash_m_entry_point():
+    out = subprocess.run([sys.executable, "-m", "augkd", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("augkd ")
+
+
+def test_models_lists_paper_networks_with_counts(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    for name in ("wrn_28_10", "shake_shake_26_2x96d", "pyramidnet_272_a200_shakedrop", "efficientnet_b0", "fastnet9"):
+        assert name in rows
+    assert 36.0e6 < rows["wrn_28_10"]["params"] < 37.0e6
+
+
+def _error(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err  # one line, no traceback
+    return err
+
+
+def test_config_typo_is_one_line(capsys):
+    err = _error(capsys, ["train", "optim.lrr=0.1"])
+    assert "unknown config key 'optim.lrr'" in err and "optim.lr" in err
+
+
+def test_unknown_model_is_one_line(capsys, tmp_path):
+    err = _error(capsys, ["train", f"out_dir={tmp_path}", "model.name=resnet_9000"])
+    assert "unknown model 'resnet_9000'" in err
+
+
+def test_missing_dataset_folder_is_one_line(capsys, tmp_path):
+    err = _error(capsys, ["train", f"out_dir={tmp_path}", f"data.root={tmp_path / 'nowhere'}"])
+    assert str(tmp_path / "nowhere") in err
+
+
+def test_missing_checkpoint_is_one_line(capsys, tmp_path):
+    err = _error(capsys, ["eval", str(tmp_path / "best.pt")])
+    assert "checkpoint not found" in err
+
+
+def test_config_list_documents_keys(capsys):
+    assert main(["config", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "optim.lr = 0.1" in out and "augment.policy" in out and "data.subset_per_class" in out
+
+
+def test_train_then_eval_round_trip(capsys, tmp_path, cifar10_zip, cache_dir):
+    args = [
+        f"out_dir={tmp_path}",
+        "name=cli",
+        "epochs=1",
+        "batch_size=50",
+        "amp=off",
+        "model.kwargs.width=8",
+        f"data.root={cifar10_zip}",
+        f"data.cache_dir={cache_dir}",
+        "data.subset_per_class=10",
+        "data.test_subset_per_class=10",
+    ]
+    assert main(["train", "--quiet", *args]) == 0
+    summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "cli" / "last.pt"), "--json", "--quiet"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n"] == 100
+    assert res["top1"] == pytest.approx(summary["final_top1"])

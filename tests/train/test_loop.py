@@ -1,0 +1,99 @@
+"""augkd.train.loop: a real tiny run on CIFAR-10 JPEGs, run-folder contents, exact resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from augkd.config import load_config
+from augkd.train.checkpoint import load_checkpoint
+from augkd.train.config import TrainConfig
+from augkd.train.loop import RunError, train
+
+
+def tiny_config(tmp_path, cifar10_zip, cache_dir, *extra: str) -> TrainConfig:
+    return load_config(
+        TrainConfig,
+        None,
+        [
+            f"out_dir={tmp_path}",
+            "name=tiny",
+            "epochs=2",
+            "batch_size=50",
+            "eval_batch_size=100",
+            "amp=off",
+            "model.name=fastnet9",
+            "model.kwargs.width=8",
+            f"data.root={cifar10_zip}",
+            f"data.cache_dir={cache_dir}",
+            "data.subset_per_class=20",
+            "data.test_subset_per_class=10",
+            "optim.lr=0.05",
+            "optim.schedule=cosine",
+            "optim.warmup_epochs=0.5",
+            *extra,
+        ],
+    )
+
+
+def test_tiny_run_writes_a_complete_run_folder(tmp_path, cifar10_zip, cache_dir):
+    cfg = tiny_config(tmp_path, cifar10_zip, cache_dir, "ema.enabled=true", "ema.decay=0.9")
+    summary = train(cfg, quiet=True)
+    run = tmp_path / "tiny"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[-1]["step"] == 2 * (200 // 50)
+    for key in ("train_loss", "train_task_loss", "test_top1", "test_top5", "test_loss", "ema_top1", "lr"):
+        assert key in rows[-1]
+    assert 0.0 <= rows[-1]["test_top1"] <= rows[-1]["test_top5"] <= 100.0
+    assert (run / "metrics.csv").read_text().splitlines()[0].startswith("epoch,step")
+    assert json.loads((run / "summary.json").read_text())["final_top1"] == pytest.approx(rows[-1]["test_top1"])
+    assert summary["eval_images"] == 100 and summary["train_images"] == 200
+    last = load_checkpoint(run / "last.pt")
+    assert last["epoch"] == 2 and last["config"]["model"]["name"] == "fastnet9"
+    best = load_checkpoint(run / "best.pt")
+    assert best["best_top1"] == pytest.approx(max(max(r["test_top1"], r["ema_top1"]) for r in rows))
+    assert "config.yaml" in {p.name for p in run.iterdir()}
+
+
+def test_resume_equals_uninterrupted(tmp_path, cifar10_zip, cache_dir, monkeypatch):
+    from augkd.train import loop
+
+    full = tiny_config(tmp_path / "a", cifar10_zip, cache_dir, "model.drop_rate=0.2")
+    train(full, quiet=True)
+
+    # The same run, killed after its first epoch, then resumed.
+    original = loop.train_one_epoch
+    calls = {"n": 0}
+
+    def stop_after_one(run, epoch, progress=True):
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return original(run, epoch, progress)
+
+    cut = tiny_config(tmp_path / "b", cifar10_zip, cache_dir, "model.drop_rate=0.2")
+    monkeypatch.setattr(loop, "train_one_epoch", stop_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        train(cut, quiet=True)
+    monkeypatch.setattr(loop, "train_one_epoch", original)
+    assert load_checkpoint(tmp_path / "b" / "tiny" / "last.pt")["epoch"] == 1
+    train(cut, resume=True, quiet=True)
+
+    a = load_checkpoint(tmp_path / "a" / "tiny" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "tiny" / "last.pt")
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+    assert [r["test_top1"] for r in a["history"]] == [r["test_top1"] for r in b["history"]]
+
+
+def test_existing_run_folder_is_not_clobbered(tmp_path, cifar10_zip, cache_dir):
+    cfg = tiny_config(tmp_path, cifar10_zip, cache_dir, "epochs=1")
+    train(cfg, quiet=True)
+    with pytest.raises(RunError, match="already holds a run"):
+        train(cfg, quiet=True)
+    with pytest.raises(RunError, match="no checkpoint"):
+        train(tiny_config(tmp_path, cifar10_zip, cache_dir, "name=other"), resume=True, quiet=True)
