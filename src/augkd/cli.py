@@ -162,45 +162,44 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_gallery(args: argparse.Namespace) -> int:
+    import torch
+
     from augkd.data import build_datasets
     from augkd.experiments.gallery import make_gallery
 
     cfg = _load_train_config(args.config, args.overrides).data
     train_set, _ = build_datasets(cfg, quiet=True)
-    import torch
-
-    g = torch.Generator().manual_seed(args.seed)
-    pick = torch.randperm(len(train_set), generator=g)[: args.images]
-    out = make_gallery(
-        train_set.images[pick],
-        args.policy,
-        args.out,
-        seed=args.seed,
-        indices=train_set.sample_ids[pick],
-    )
+    if args.images < 1:
+        raise CliError(f"--images must be >= 1, got {args.images}")
+    pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(args.seed))[: args.images]
+    out = make_gallery(train_set.images[pick], args.policy, args.out, levels=args.levels)
     print(f"wrote {out}")
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.what == "augment":
         from augkd.bench.augment import run_augment_benchmark
 
-        results = [
-            run_augment_benchmark(image_size=size, device=args.device, spec=args.policy, quick=args.quick)
+        results: dict[str, object] = {
+            str(size): run_augment_benchmark(
+                image_size=size,
+                batch_size=args.batch_size,
+                device=args.device,
+                spec=args.policy,
+                repeats=2 if args.quick else args.repeats,
+            )
             for size in args.sizes
-        ]
-    elif args.what == "data":
+        }
+    else:
         from augkd.bench.data import run_data_benchmark
 
-        results = [run_data_benchmark(quick=args.quick)]
-    else:  # pragma: no cover - argparse restricts the choices
-        raise CliError(f"unknown benchmark {args.what!r}")
-    if args.json:
-        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
-    else:
-        for r in results:
-            print(json.dumps(r, indent=2))
+        results = run_data_benchmark(batch_size=args.batch_size or 512, device=args.device, quick=args.quick)
+    print(json.dumps(results, indent=2 if not args.json else None))
     return 0
 
 
@@ -266,16 +265,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default="geo-n2-m5", help="policy spec whose ops to show (e.g. geo-n2-m5, ra-n2-m9)")
     p.add_argument("--out", default="gallery.png", help="output PNG")
     p.add_argument("--images", type=int, default=4, help="how many images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--levels", type=float, nargs="+", default=[0, 2, 4, 6, 8, 10], help="levels of the columns")
+    p.add_argument("--seed", type=int, default=0, help="which images")
     p.set_defaults(func=cmd_gallery)
 
     p = sub.add_parser("bench", help="benchmarks against the anchors (torchvision, timm, kornia) as JSON")
     p.add_argument("what", choices=["augment", "data"], help="what to measure")
     p.add_argument("--device", default="cpu")
     p.add_argument("--policy", default="ra-n2-m9")
-    p.add_argument("--sizes", type=int, nargs="+", default=[32, 224], help="image sizes (augment)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[32, 224], choices=[32, 224], help="image sizes (augment)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: 1024 at 32px, 128 at 224px, 512 (data)")
+    p.add_argument("--repeats", type=int, default=5, help="timed batches per contender (median reported)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--quick", action="store_true", help="fewer repeats")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="compact JSON on one line")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from augkd.io import atomic_write_bytes, atomic_write_text
 
 __all__ = ["CACHE_VERSION", "fingerprint_files", "load_tensors", "save_tensors"]
 
@@ -39,24 +40,12 @@ def fingerprint_files(root: str | Path, files: Sequence[str], params: Mapping[st
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
     """Write ``path.pt`` (the tensors) and then ``path.json`` (``meta``), each atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path.with_suffix(".pt"), lambda tmp: torch.save(dict(tensors), tmp))
-    text = json.dumps(dict(meta), indent=1)
-    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
+    atomic_write_bytes(path.with_suffix(".pt"), lambda f: torch.save(dict(tensors), f))
+    atomic_write_text(path.with_suffix(".json"), json.dumps(dict(meta), indent=1))
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
