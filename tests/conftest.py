@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+
+from augkd.data.archive import resolve_root
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("AUGKD_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -14,6 +17,8 @@ SHARED_DATA = Path(os.environ.get("AUGKD_SHARED_DATA", REPO.parent / "shared" / 
 TEST_CACHE = Path(os.environ.get("AUGKD_TEST_CACHE", REPO / ".cache" / "augkd-test"))
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+TreeFactory = Callable[..., Path]
 
 
 def _archive(name: str) -> Path:
@@ -42,3 +47,27 @@ def woof_zip() -> Path:
 def cache_dir() -> Path:
     TEST_CACHE.mkdir(parents=True, exist_ok=True)
     return TEST_CACHE
+
+
+@pytest.fixture(scope="session")
+def real_jpegs(cifar10_zip: Path, cache_dir: Path) -> dict[str, list[bytes]]:
+    """Eight real 32x32 CIFAR-10 JPEGs of each of three classes (from the archive's cached extraction)."""
+    test = resolve_root(cifar10_zip, cache_dir) / "test"
+    return {cls: [(test / cls / f"{i:04d}.jpg").read_bytes() for i in range(8)] for cls in ("cat", "dog", "ship")}
+
+
+@pytest.fixture
+def make_tree(tmp_path: Path, real_jpegs: dict[str, list[bytes]]) -> TreeFactory:
+    """Factory: ``make_tree(splits=("train", "val"), per_class=4)`` writes a tiny ImageFolder tree of real JPEGs."""
+
+    def make(splits: tuple[str, ...] = ("train", "val"), per_class: int = 4, name: str = "tree") -> Path:
+        root = tmp_path / name
+        for split in splits:
+            for cls, images in real_jpegs.items():
+                folder = root / split / cls
+                folder.mkdir(parents=True)
+                for i, data in enumerate(images[:per_class]):
+                    (folder / f"{i:04d}.jpg").write_bytes(data)
+        return root
+
+    return make

@@ -90,3 +90,28 @@ def test_train_then_eval_round_trip(capsys, tmp_path, cifar10_zip, cache_dir):
     res = json.loads(capsys.readouterr().out)
     assert res["n"] == 100
     assert res["top1"] == pytest.approx(summary["final_top1"])
+
+
+def test_gallery_writes_a_png_of_real_images(capsys, tmp_path, cifar10_zip, cache_dir):
+    from PIL import Image
+
+    out = tmp_path / "geo.png"
+    argv = ["gallery", "--data", str(cifar10_zip), "--policy", "geo-n2-m5", "--out", str(out), "--images", "2"]
+    assert main([*argv, f"data.cache_dir={cache_dir}", "data.subset_per_class=5", "data.test_subset_per_class=1"]) == 0
+    with Image.open(out) as png:
+        assert png.format == "PNG" and png.width > 300 and png.height > 300
+    assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_empty_class_folder_is_one_line(capsys, tmp_path, make_tree):
+    root = make_tree()
+    (root / "train" / "zebra").mkdir()
+    err = _error(capsys, ["data", f"data.root={root}", f"data.cache_dir={tmp_path / 'c'}", "--prepare", "-q"])
+    assert "zebra" in err
+
+
+def test_unreadable_image_is_one_line(capsys, tmp_path, make_tree):
+    root = make_tree()
+    (root / "train" / "cat" / "0001.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    err = _error(capsys, ["train", f"out_dir={tmp_path}", f"data.root={root}", f"data.cache_dir={tmp_path / 'c'}"])
+    assert "0001.jpg" in err and "unreadable" in err

@@ -167,7 +167,8 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     from augkd.data import build_datasets
     from augkd.experiments.gallery import make_gallery
 
-    cfg = _load_train_config(args.config, args.overrides).data
+    overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
+    cfg = _load_train_config(args.config, overrides).data
     train_set, _ = build_datasets(cfg, quiet=True)
     if args.images < 1:
         raise CliError(f"--images must be >= 1, got {args.images}")
@@ -263,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gallery", help="PNG grid of real images across augmentation ops and levels")
     _add_config_args(p)
     p.add_argument("--policy", default="geo-n2-m5", help="policy spec whose ops to show (e.g. geo-n2-m5, ra-n2-m9)")
+    p.add_argument("--data", help="dataset folder or .zip (shortcut for data.root=...)")
     p.add_argument("--out", default="gallery.png", help="output PNG")
     p.add_argument("--images", type=int, default=4, help="how many images")
     p.add_argument("--levels", type=float, nargs="+", default=[0, 2, 4, 6, 8, 10], help="levels of the columns")

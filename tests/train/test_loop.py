@@ -97,3 +97,24 @@ def test_existing_run_folder_is_not_clobbered(tmp_path, cifar10_zip, cache_dir):
         train(cfg, quiet=True)
     with pytest.raises(RunError, match="no checkpoint"):
         train(tiny_config(tmp_path, cifar10_zip, cache_dir, "name=other"), resume=True, quiet=True)
+
+
+def test_policy_plugs_into_training_and_replays(tmp_path, cifar10_zip, cache_dir):
+    from augkd.train.loop import setup_run
+
+    cfg = tiny_config(tmp_path, cifar10_zip, cache_dir, "augment.policy=geo-n2-m5", "epochs=1")
+    run = setup_run(cfg, quiet=True)
+    run.train_loader.set_epoch(0)
+    batch = next(iter(run.train_loader))
+    based = run.augment.base(batch.images, batch.indices, 0)
+    augmented = run.augment(batch.images, batch.indices, 0)
+    assert augmented.dtype == torch.uint8 and augmented.shape == batch.images.shape
+    changed = (augmented != based).flatten(1).any(1).float().mean().item()
+    assert changed > 0.9  # two geometric ops at M=5 move almost every image
+    # the same samples in another order get the same augmentation
+    perm = torch.randperm(len(batch.indices))
+    again = run.augment(batch.images[perm], batch.indices[perm], 0)
+    assert torch.equal(again, augmented[perm])
+    assert not torch.equal(run.augment(batch.images, batch.indices, 1), augmented)  # a new epoch, new draws
+    summary = train(cfg, quiet=True, overwrite=True)
+    assert summary["policy"] == "geo-n2-m5" and summary["final_top1"] is not None

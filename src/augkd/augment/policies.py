@@ -368,9 +368,11 @@ class Policy(nn.Module):
     def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Apply sampled ``params`` to ``images``, one :func:`apply_op` call per (step, op) present in the batch.
 
-        Each step gathers the images whose op fires (sorted by op id, so each op's images form one contiguous
-        slice), runs every op once on its slice and scatters the results into the output. Identity and skipped
-        ops cost nothing; the input is never modified and is returned as is when no op fires.
+        Each step stably sorts the batch by op id (images whose op is skipped or identity go last, untouched) with
+        one gather, so each op's images form one contiguous slice; every op runs once on its slice and its result
+        is written back into that slice. Steps compose their sorts (the next step sorts the already sorted batch),
+        and one final gather restores the input order. The input is never modified and is returned as is when no
+        op fires.
         """
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 (B, C, H, W), got {images.dtype} of shape {tuple(images.shape)}")
@@ -380,43 +382,46 @@ class Policy(nn.Module):
                 f"params are for {tuple(op.shape)} (batch, steps) but the batch has {images.shape[0]} images and "
                 f"the policy {self.num_steps} steps"
             )
-        device = images.device
-        op, level, applied = op.to(device), level.to(device), applied.to(device)
-        center = params["center"].to(device)
         images = images.contiguous()
+        if self.num_steps == 0 or images.shape[0] == 0:
+            return images
+        device = images.device
+        num_ops = len(self.op_names)
+        op, level, applied = op.to(device), level.to(device), applied.to(device)
+        # Sort key per (image, step): the op id, or num_ops (sorted last, left alone) when nothing happens.
+        active = applied if self._identity_id < 0 else applied & (op != self._identity_id)
+        keys = torch.where(active, op, num_ops)
+        center = params["center"].to(device)
         shape = images.shape
-        out = images  # replaced by a fresh tensor when the first op fires
-        current = _as_rows(images)  # rows holding the latest version of every image
+        rows = _as_rows(images)
+        perm: torch.Tensor | None = None  # perm[i]: the input image at position i of the sorted batch
         for step in range(self.num_steps):
-            active = applied[:, step]
-            if self._identity_id >= 0:
-                active = active & (op[:, step] != self._identity_id)
-            idx = active.nonzero().squeeze(1)
-            if idx.numel() == 0:
-                continue
-            step_op = op[idx, step]
-            order = torch.argsort(step_op, stable=True)
-            idx, step_op = idx[order], step_op[order]
-            counts = torch.bincount(step_op, minlength=len(self.op_names)).tolist()
-            batch = current.index_select(0, idx).view(torch.uint8).view(len(idx), *shape[1:])
-            if out is images:
-                # Every image is about to be written when all fire, so only the rest need copying.
-                out = torch.empty_like(images) if len(idx) == shape[0] else images.clone()
-            out_rows = _as_rows(out)
-            step_level = level[idx, step]
+            key = keys[:, step] if perm is None else keys[:, step].index_select(0, perm)
+            counts = torch.bincount(key, minlength=num_ops + 1).tolist()
+            if counts[num_ops] == shape[0]:
+                continue  # nothing fires in this step
+            order = torch.argsort(key, stable=True)
+            perm = order if perm is None else perm.index_select(0, order)
+            rows = rows.index_select(0, order)  # a fresh buffer: the input is never written
+            batch = rows.view(torch.uint8).view(shape)
+            step_level = level[:, step].index_select(0, perm)
             start = 0
-            for op_id, count in enumerate(counts):
+            for op_id in range(num_ops):
+                count = counts[op_id]
                 if count == 0:
                     continue
                 part = slice(start, start + count)
                 start += count
-                centers = center[idx[part], step] if op_id == self._cutout_id else None
+                centers = center[perm[part], step] if op_id == self._cutout_id else None
                 result = apply_op(
                     batch[part], self.op_names[op_id], step_level[part], self.fill, space=self.space, centers=centers
                 )
-                out_rows.index_copy_(0, idx[part], _as_rows(result.contiguous()))
-            current = out_rows
-        return out
+                batch[part] = result
+        if perm is None:
+            return images
+        inverse = torch.empty_like(perm)
+        inverse[perm] = torch.arange(shape[0], device=device)
+        return rows.index_select(0, inverse).view(torch.uint8).view(shape)
 
     # ---------------------------------------------------------------------------------------------- reading
     def describe(self, params: dict[str, torch.Tensor]) -> list[str]:
