@@ -393,16 +393,26 @@ class Policy(nn.Module):
         keys = torch.where(active, op, num_ops)
         center = params["center"].to(device)
         shape = images.shape
+        # Group sizes do not depend on the order, so one host sync gives every step's (num_ops + 1) counts.
+        offsets = torch.arange(self.num_steps, device=device) * (num_ops + 1)
+        all_counts = torch.bincount((keys + offsets).flatten(), minlength=self.num_steps * (num_ops + 1))
+        all_counts = all_counts.view(self.num_steps, num_ops + 1).tolist()
         rows = _as_rows(images)
+        spare: torch.Tensor | None = None  # a buffer of this call that is free to be gathered into
         perm: torch.Tensor | None = None  # perm[i]: the input image at position i of the sorted batch
-        for step in range(self.num_steps):
-            key = keys[:, step] if perm is None else keys[:, step].index_select(0, perm)
-            counts = torch.bincount(key, minlength=num_ops + 1).tolist()
+        for step, counts in enumerate(all_counts):
             if counts[num_ops] == shape[0]:
                 continue  # nothing fires in this step
+            key = keys[:, step] if perm is None else keys[:, step].index_select(0, perm)
             order = torch.argsort(key, stable=True)
             perm = order if perm is None else perm.index_select(0, order)
-            rows = rows.index_select(0, order)  # a fresh buffer: the input is never written
+            if spare is None:
+                # The first gather reads the input (never written) into a fresh buffer, viewed as wide words.
+                gathered = _as_rows(rows.index_select(0, order).view(torch.uint8).view(shape))
+            else:
+                gathered = torch.index_select(rows, 0, order, out=spare)
+            spare = None if rows.data_ptr() == images.data_ptr() else rows
+            rows = gathered
             batch = rows.view(torch.uint8).view(shape)
             step_level = level[:, step].index_select(0, perm)
             start = 0
@@ -421,7 +431,8 @@ class Policy(nn.Module):
             return images
         inverse = torch.empty_like(perm)
         inverse[perm] = torch.arange(shape[0], device=device)
-        return rows.index_select(0, inverse).view(torch.uint8).view(shape)
+        out = rows.index_select(0, inverse) if spare is None else torch.index_select(rows, 0, inverse, out=spare)
+        return out.view(torch.uint8).view(shape)
 
     # ---------------------------------------------------------------------------------------------- reading
     def describe(self, params: dict[str, torch.Tensor]) -> list[str]:

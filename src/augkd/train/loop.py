@@ -504,7 +504,7 @@ def train(
         "eval_images": len(run.eval_loader.dataset),
         "final_top1": final.get("test_top1"),
         "final_top5": final.get("test_top5"),
-        "final_error": None if final.get("test_top1") is None else 100.0 - final["test_top1"],
+        "final_error": None if final.get("test_top1") is None else round(100.0 - final["test_top1"], 4),
         "best_top1": run.best_top1,
         "wall_time_s": final.get("elapsed_s"),
         "device": str(run.device),
