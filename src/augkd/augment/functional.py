@@ -33,6 +33,7 @@ Argument conventions (levels are mapped to these in :mod:`augkd.augment.ops`):
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 
@@ -66,6 +67,12 @@ BLOCK_ELEMENTS = 1 << 18
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+@functools.lru_cache(maxsize=512)
+def _arange(start: int, end: int, step: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A cached ``torch.arange`` (read-only: never modify the result in place); saves a launch per op call."""
+    return torch.arange(start, end, step, device=device, dtype=dtype)
+
+
 def _blocks(images: torch.Tensor) -> list[slice]:
     """Batch slices to process one after another: cache-sized blocks on CPU, the whole batch elsewhere."""
     b = images.shape[0]
@@ -124,9 +131,7 @@ def apply_lut(images: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
         )
     table = lut.to(torch.uint8).reshape(-1)
     # index = table row * 256 + value, as int32: one index_select, cheaper than gather's int64 index.
-    offsets = torch.arange(0, b * rows_per_image * 256, 256, device=images.device, dtype=torch.int32).view(
-        b, rows_per_image, 1
-    )
+    offsets = _arange(0, b * rows_per_image * 256, 256, images.device, torch.int32).view(b, rows_per_image, 1)
     out = torch.empty_like(images)
     blocks = _blocks(images)
     buffer = torch.empty(
@@ -232,7 +237,7 @@ def autocontrast(images: torch.Tensor) -> torch.Tensor:
     # A true division: ``255.0 / tensor`` would be computed as ``255.0 * (1 / tensor)`` and round differently.
     scale = torch.full_like(lo, 255.0).div_((hi - lo).clamp_min(1.0))
     offset = -lo * scale
-    values = torch.arange(256, device=images.device, dtype=torch.float64)
+    values = _arange(0, 256, 1, images.device, torch.float64)
     lut = (values * scale.unsqueeze(2) + offset.unsqueeze(2)).trunc_().clamp_(0.0, 255.0)
     lut = torch.where((hi > lo).unsqueeze(2), lut, values)
     return apply_lut(images, lut.to(torch.uint8))
@@ -253,7 +258,7 @@ def _equalize_lut(hist: torch.Tensor, pixels: int) -> torch.Tensor:
     before = counts.cumsum(dim=1).sub_(counts)
     step = (before * (hist > 0)).amax(dim=1, keepdim=True).div_(255.0).floor_()
     lut = before.add_(torch.floor(step * 0.5)).div_(step.clamp(min=1.0)).floor_().clamp_(max=255.0)
-    bins = torch.arange(256, device=hist.device, dtype=dtype)
+    bins = _arange(0, 256, 1, hist.device, dtype)
     return torch.where(step == 0, bins, lut).to(torch.int16).to(torch.uint8)
 
 
@@ -271,7 +276,7 @@ def equalize(images: torch.Tensor) -> torch.Tensor:
         rows = (block.stop - block.start) * c
         # one int32 index (channel row * 256 + value) serves the histogram and the table lookup
         index = images[block].reshape(rows, -1).to(torch.int32)
-        index += torch.arange(0, rows * 256, 256, device=images.device, dtype=torch.int32).unsqueeze(1)
+        index += _arange(0, rows * 256, 256, images.device, torch.int32).unsqueeze(1)
         index = index.view(-1)
         lut = _equalize_lut(torch.bincount(index, minlength=rows * 256).view(rows, 256), h * w)
         torch.index_select(lut.view(-1), 0, index, out=out[block].view(-1))
@@ -414,8 +419,8 @@ def _shift_rows(images: torch.Tensor, shifts: torch.Tensor, fill: int) -> torch.
         padded[..., pad : pad + w] = x
         flat = padded.view(-1)
         windows = flat.as_strided((flat.numel() - w + 1, w), (1, 1))
-        rows = torch.arange(n * c * h, device=images.device).view(n, c, h)
-        starts = rows.mul_(length).add_(shifts[block].view(n, 1, h) + pad)
+        rows = _arange(0, n * c * h * length, length, images.device, torch.int64).view(n, c, h)
+        starts = rows + (shifts[block].view(n, 1, h) + pad)
         torch.index_select(windows, 0, starts.view(-1), out=out[block].view(-1, w))
     return out
 
@@ -444,12 +449,13 @@ def translate_y(images: torch.Tensor, pixels: torch.Tensor, fill: int = 128) -> 
     fill = _fill_value(fill)
     b, c, h, w = images.shape
     shift = torch.floor(_per_image(pixels, images, torch.float64) + 0.5).clamp_(-h - 1, h + 1).to(torch.int64)
-    source = (torch.arange(h, device=images.device) + shift.view(b, 1) + 1).clamp_(0, h + 1)  # padded row
+    source = (_arange(0, h, 1, images.device, torch.int64) + shift.view(b, 1) + 1).clamp_(0, h + 1)  # padded row
     out = torch.empty_like(images)
     for block in _blocks(images):
         x = images[block]
         n = x.shape[0]
-        rows = torch.arange(0, n * c * (h + 2), h + 2, device=images.device).view(n, c, 1) + source[block].view(n, 1, h)
+        plane_rows = _arange(0, n * c * (h + 2), h + 2, images.device, torch.int64).view(n, c, 1)
+        rows = plane_rows + source[block].view(n, 1, h)
         torch.index_select(_pad_rows(x, fill).view(-1, w), 0, rows.view(-1), out=out[block].view(-1, w))
     return out
 
@@ -463,7 +469,7 @@ def _shear_shifts(factors: torch.Tensor, length: int, limit: int) -> torch.Tenso
     s = factors.to(torch.float64)
     base = _fix(0.5 + s * 0.5)
     step = _fix(s)
-    i = torch.arange(length, device=factors.device, dtype=torch.int64)
+    i = _arange(0, length, 1, factors.device, torch.int64)
     shift = (base.unsqueeze(1) + i * step.unsqueeze(1)) >> 16
     return shift.clamp_(-limit - 1, limit + 1)
 
@@ -489,7 +495,7 @@ def shear_y(images: torch.Tensor, factors: torch.Tensor, fill: int = 128) -> tor
     shifts = _shear_shifts(_per_image(factors, images, torch.float64), w, h).clamp_(-h, h)
     pad = _max_shift(shifts, h)
     span = (2 * pad + 1) * w
-    index = (shifts + pad).mul_(w).add_(torch.arange(w, device=images.device)).view(b, 1, 1, w)
+    index = (shifts + pad).mul_(w).add_(_arange(0, w, 1, images.device, torch.int64)).view(b, 1, 1, w)
     out = torch.empty_like(images)
     for block in _blocks(images):
         x = images[block]
@@ -522,8 +528,8 @@ def rotate(images: torch.Tensor, degrees: torch.Tensor, fill: int = 128) -> torc
     step = _fix(matrix)  # per output column (..., 0) and per output row (..., 1)
     # + 65536 = one pixel after the shift: the index into a copy padded by a one-pixel fill border
     base = _fix(offset + matrix[..., 0] * 0.5 + matrix[..., 1] * 0.5) + _FIX_ONE  # (B, 2): x, y
-    rows = base.unsqueeze(2) + step[..., 1:] * torch.arange(h, device=device)  # (B, 2, H)
-    cols = step[..., :1] * torch.arange(w, device=device)  # (B, 2, W)
+    rows = base.unsqueeze(2) + step[..., 1:] * _arange(0, h, 1, device, torch.int64)  # (B, 2, H)
+    cols = step[..., :1] * _arange(0, w, 1, device, torch.int64)  # (B, 2, W)
     # int32 halves the per-pixel memory traffic; the sums stay below 2**31 for images under 16k px a side
     small = torch.int32 if max(h, w) < 16384 else torch.int64
     rows, cols = rows.to(small).unsqueeze(3), cols.to(small).unsqueeze(2)
@@ -582,8 +588,8 @@ def cutout(
         limit = torch.tensor([h, w], device=device) - sizes
         start = torch.minimum(start, limit).clamp_(min=0)
     stop = start + sizes
-    ys = torch.arange(h, device=device).view(1, h)
-    xs = torch.arange(w, device=device).view(1, w)
+    ys = _arange(0, h, 1, device, torch.int64).view(1, h)
+    xs = _arange(0, w, 1, device, torch.int64).view(1, w)
     rows = ((ys >= start[:, :1]) & (ys < stop[:, :1])).to(torch.uint8)  # (B, H)
     cols = ((xs >= start[:, 1:]) & (xs < stop[:, 1:])).to(torch.uint8)  # (B, W)
     # uint8 arithmetic with a 0/1 mask is far cheaper than masked_fill with a broadcast bool mask.

@@ -289,6 +289,10 @@ class Policy(nn.Module):
     def _randint(self, index: torch.Tensor, epoch: int, step: int, kind: str, high: int) -> torch.Tensor:
         return rng.randint(self.seed, epoch, index, step_slot(step, kind), high)
 
+    def _keys(self, index: torch.Tensor, epoch: int, kind: str) -> torch.Tensor:
+        """Keys of draw ``kind`` for every step at once: (num_steps, B)."""
+        return rng.keys(self.seed, epoch, index, [step_slot(s, kind) for s in range(self.num_steps)])
+
     def _sample_steps(self, index: torch.Tensor, epoch: int, hw: tuple[int, int]) -> dict[str, torch.Tensor]:
         """Draw ``op`` (B,N) int64, unsigned ``level`` (B,N) float32 and ``applied`` (B,N) bool, plus extras."""
         raise NotImplementedError
@@ -322,12 +326,16 @@ class Policy(nn.Module):
         op, level = params["op"], params["level"]
         signed = self._signed.to(op.device)[op] if op.numel() else torch.zeros_like(op, dtype=torch.bool)
         center = torch.zeros(index.shape[0], self.num_steps, 2, dtype=torch.int64, device=index.device)
-        for step in range(self.num_steps):
-            negative = self._uniform(index, epoch, step, "sign") < 0.5
-            level[:, step] = torch.where(signed[:, step] & negative, -level[:, step], level[:, step])
+        if self.num_steps:
+            # One hash pass for every step's draws: (num_steps, B) keys per kind, the same numbers as one by one.
+            steps = range(self.num_steps)
+            negative = rng.key_to_uniform(self._keys(index, epoch, "sign")).t() < 0.5
+            level.copy_(torch.where(signed & negative, -level, level))
             if self._cutout_id >= 0:  # policies without cutout keep zeros and save the draws
-                center[:, step, 0] = self._randint(index, epoch, step, "center_y", h)
-                center[:, step, 1] = self._randint(index, epoch, step, "center_x", w)
+                slots = [step_slot(s, k) for k in ("center_y", "center_x") for s in steps]
+                k = rng.keys(self.seed, epoch, index, slots).view(2, self.num_steps, -1)
+                center[:, :, 0] = rng.key_to_randint(k[0], h).t()
+                center[:, :, 1] = rng.key_to_randint(k[1], w).t()
         params["center"] = center
         params["index"] = index
         return params
@@ -590,8 +598,9 @@ class RandAugment(Policy):
 
     def _sample_steps(self, index: torch.Tensor, epoch: int, hw: tuple[int, int]) -> dict[str, torch.Tensor]:
         params = self._empty_steps(index)
+        if self.num_steps:
+            params["op"].copy_(rng.key_to_randint(self._keys(index, epoch, "op"), len(self.op_names)).t())
         for step in range(self.num_steps):
-            params["op"][:, step] = self._randint(index, epoch, step, "op", len(self.op_names))
             params["level"][:, step] = self._levels(index, epoch, step)
             if self.prob < 1.0:
                 params["applied"][:, step] = self._uniform(index, epoch, step, "apply") < self.prob

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["SLOTS", "hash32", "key", "randint", "uniform"]
+__all__ = ["SLOTS", "hash32", "key", "key_to_randint", "key_to_uniform", "keys", "randint", "uniform"]
 
 _MASK32 = 0xFFFFFFFF
 
@@ -44,12 +44,12 @@ SLOTS: dict[str, int] = {
 
 def hash32(x: torch.Tensor) -> torch.Tensor:
     """Mix a tensor of non-negative int64 values (< 2**32) into well-distributed 32-bit values (as int64)."""
-    x = x & _MASK32
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _MASK32
-    x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) & _MASK32
-    x = x ^ (x >> 16)
+    x = x & _MASK32  # a fresh tensor: the rest runs in place (same values, fewer allocations)
+    x ^= x >> 16
+    x.mul_(0x7FEB352D).bitwise_and_(_MASK32)
+    x ^= x >> 15
+    x.mul_(0x846CA68B).bitwise_and_(_MASK32)
+    x ^= x >> 16
     return x
 
 
@@ -74,10 +74,37 @@ def key(seed: int, epoch: int, index: torch.Tensor, slot: int) -> torch.Tensor:
         slot: stream identifier, one per random choice (see :data:`SLOTS`).
     """
     index = index.to(torch.int64)
+    h = hash32(index ^ _base(seed, epoch, slot))
+    h ^= 0x5BD1E995
+    return hash32(h)
+
+
+def _base(seed: int, epoch: int, slot: int) -> int:
     base = _hash32_int(seed ^ 0x9E3779B9)
     base = _hash32_int(base ^ (epoch & _MASK32))
-    base = _hash32_int(base ^ (slot & _MASK32))
-    return hash32(hash32(index ^ base) ^ 0x5BD1E995)
+    return _hash32_int(base ^ (slot & _MASK32))
+
+
+def keys(seed: int, epoch: int, index: torch.Tensor, slots: list[int] | tuple[int, ...]) -> torch.Tensor:
+    """:func:`key` for several slots at once: (len(slots), *index.shape), row ``i`` equal to ``key(..., slots[i])``.
+
+    One pass of the hash over all slots instead of one per slot (fewer kernel launches for small batches).
+    """
+    index = index.to(torch.int64)
+    bases = torch.tensor([_base(seed, epoch, s) for s in slots], dtype=torch.int64, device=index.device)
+    h = hash32(index.unsqueeze(0) ^ bases.view(-1, *([1] * index.ndim)))
+    h ^= 0x5BD1E995
+    return hash32(h)
+
+
+def key_to_uniform(k: torch.Tensor) -> torch.Tensor:
+    """Keys to float32 uniforms in [0, 1), as :func:`uniform` maps them."""
+    return (k >> 8).to(torch.float32) * (1.0 / (1 << 24))
+
+
+def key_to_randint(k: torch.Tensor, high: int) -> torch.Tensor:
+    """Keys to integers in [0, high), as :func:`randint` maps them (``high`` a Python int)."""
+    return (k * high) >> 32
 
 
 def uniform(seed: int, epoch: int, index: torch.Tensor, slot: int) -> torch.Tensor:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augkd.models.layers import init_he
 from augkd.models.registry import register_model
 
 __all__ = [
@@ -235,14 +236,7 @@ class PyramidNet(nn.Module):
         self.fc = nn.Linear(in_ch, num_classes)
         self.num_features = in_ch
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_he(self)
 
     def shakedrop_probabilities(self) -> list[float]:
         """Death probabilities of the ShakeDrop modules, in block order (empty without ShakeDrop)."""

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augkd.models.layers import init_he
 from augkd.models.registry import register_model
 
 __all__ = ["WideBasicBlock", "WideResNet"]
@@ -85,7 +86,7 @@ class WideResNet(nn.Module):
         self.bn = nn.BatchNorm2d(in_ch)
         self.fc = nn.Linear(in_ch, num_classes)
         self.num_features = in_ch
-        _init_weights(self)
+        init_he(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape ``(N, num_classes)``."""
@@ -94,17 +95,6 @@ class WideResNet(nn.Module):
         x = F.relu(self.bn(x))
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return self.fc(x)
-
-
-def _init_weights(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.zeros_(m.bias)
 
 
 @register_model(family="wide_resnet", description="WRN-28-10 (36.5M params), the paper's CIFAR network")

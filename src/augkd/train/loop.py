@@ -376,36 +376,35 @@ def evaluate(
 # Logging and checkpoints
 
 
-def _checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
+def _run_info(run: Run, epoch: int) -> dict[str, Any]:
+    """What every checkpoint carries besides weights: enough to rebuild the model and read its outputs."""
     return {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,  # number of finished epochs
         "step": run.step,
-        "model": run.model.state_dict(),
-        "ema": run.ema.state_dict() if run.ema is not None else None,
-        "optimizer": run.optimizer.state_dict(),
-        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
         "config": config_to_dict(run.cfg),
         "classes": run.classes,
         "normalize": {"mean": list(run.stats["mean"]), "std": list(run.stats["std"])},
         "best_top1": run.best_top1,
-        "history": run.history,
         "torch_version": str(torch.__version__),
     }
 
 
-def _weights_state(run: Run, epoch: int, weights: dict[str, torch.Tensor], metrics: dict[str, Any]) -> dict:
+def _checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
+    """``last.pt``: everything needed to resume."""
     return {
-        "format": CHECKPOINT_FORMAT,
-        "epoch": epoch,
-        "step": run.step,
-        "model": weights,
-        "config": config_to_dict(run.cfg),
-        "classes": run.classes,
-        "normalize": {"mean": list(run.stats["mean"]), "std": list(run.stats["std"])},
-        "metrics": metrics,
-        "best_top1": run.best_top1,
+        **_run_info(run, epoch),
+        "model": run.model.state_dict(),
+        "ema": run.ema.state_dict() if run.ema is not None else None,
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+        "history": run.history,
     }
+
+
+def _weights_state(run: Run, epoch: int, weights: dict[str, torch.Tensor], metrics: dict[str, Any]) -> dict:
+    """``best.pt``: the weights of the best evaluated epoch (the raw model's or the EMA's) and its metrics."""
+    return {**_run_info(run, epoch), "model": weights, "metrics": metrics}
 
 
 def _log_metrics(run: Run, row: dict[str, Any]) -> None:
