@@ -79,11 +79,11 @@ def test_every_field_is_documented():
     import dataclasses
 
     from augkd.data.config import DataConfig
-    from augkd.train.config import AugmentConfig, EmaConfig, ModelConfig
+    from augkd.train.config import AugmentConfig, EmaConfig, KdConfig, ModelConfig
 
-    for cls in (TrainConfig, ModelConfig, DataConfig, AugmentConfig, OptimConfig, EmaConfig):
+    for cls in (TrainConfig, ModelConfig, DataConfig, AugmentConfig, OptimConfig, EmaConfig, KdConfig):
         docs = field_docs(cls)
-        sections = {"model", "data", "augment", "optim", "ema"}
+        sections = {"model", "data", "augment", "optim", "ema", "kd"}
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in docs and f.name not in sections]
         assert not missing, f"{cls.__name__} fields without a docstring: {missing}"
 
@@ -101,3 +101,16 @@ def test_yaml_words_like_off_stay_strings(tmp_path):
     cfg = load_config(TrainConfig, path, ["ema.enabled=true"])
     assert cfg.amp == "off" and cfg.channels_last is False and cfg.ema.enabled is True
     assert load_config(TrainConfig, None, ["amp=off"]).amp == "off"
+
+
+def test_kd_lambda_key_and_presets():
+    cfg = load_config(TrainConfig, None, ["kd.preset=cifar100", "kd.lambda=0.5"])
+    assert (cfg.kd.k, cfg.kd.lambda_, cfg.kd.temperature) == (5, 0.5, 2.0)  # explicit lambda wins
+    assert config_to_dict(cfg)["kd"]["lambda"] == 0.5 and "lambda_" not in config_to_dict(cfg)["kd"]
+    assert build_config(TrainConfig, config_to_dict(cfg)) == cfg
+    big = load_config(TrainConfig, None, ["kd.preset=imagenet-large"])
+    assert (big.kd.k, big.kd.lambda_, big.kd.temperature) == (50, 2.0, 10.0)
+    with pytest.raises(ConfigError, match="kd.lambda must be >= 0"):
+        load_config(TrainConfig, None, ["kd.lambda=-1"])
+    with pytest.raises(ConfigError, match="unknown config key 'kd.lamda' \\(did you mean 'kd.lambda'"):
+        load_config(TrainConfig, None, ["kd.lamda=1"])

@@ -139,7 +139,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from augkd.config import config_to_dict, field_docs
+    from augkd.config import config_to_dict, field_docs, key_name
     from augkd.train.config import TrainConfig
 
     if args.list:
@@ -152,7 +152,7 @@ def cmd_config(args: argparse.Namespace) -> int:
                     walk(hints[f.name], f"{prefix}{f.name}.")
                     continue
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-                print(f"{prefix}{f.name} = {default!r}\n    {docs.get(f.name, '')}")
+                print(f"{prefix}{key_name(f.name)} = {default!r}\n    {docs.get(f.name, '')}")
 
         walk(TrainConfig, "")
         return 0

@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import difflib
 import itertools
+import keyword
 import re
 import types
 import typing
@@ -31,6 +32,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "field_docs",
+    "key_name",
     "load_config",
     "parse_overrides",
 ]
@@ -59,9 +61,26 @@ def _yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
 
 
+def key_name(field_name: str) -> str:
+    """The config key of a field: fields named after a Python keyword end in ``_`` (``lambda_`` is ``lambda``)."""
+    if field_name.endswith("_") and keyword.iskeyword(field_name[:-1]):
+        return field_name[:-1]
+    return field_name
+
+
+def _field_name(key: str) -> str:
+    return f"{key}_" if keyword.iskeyword(key) else key
+
+
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """Plain nested dict of a dataclass config (safe for YAML, JSON and ``weights_only`` checkpoints)."""
-    return dataclasses.asdict(cfg)
+
+    def rename(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key_name(k): rename(v) for k, v in value.items()}
+        return value
+
+    return rename(dataclasses.asdict(cfg))
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
@@ -115,10 +134,11 @@ def config_from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
-    for name, value in data.items():
+    for key, value in data.items():
+        name = _field_name(str(key))
         if name not in fields:
-            raise ConfigError(_unknown_key(prefix + str(name), list(fields), prefix))
-        kwargs[name] = _coerce(hints[name], value, prefix + name)
+            raise ConfigError(_unknown_key(prefix + str(key), [key_name(f) for f in fields], prefix))
+        kwargs[name] = _coerce(hints[name], value, prefix + str(key))
     try:
         return cls(**kwargs)
     except ConfigError:
@@ -164,9 +184,9 @@ def _set_dotted(cls: type, data: dict[str, Any], dotted: str, value: Any) -> Non
     node, node_cls, prefix = data, cls, ""
     for i, part in enumerate(parts):
         fields = {f.name: f for f in dataclasses.fields(node_cls)}
-        if part not in fields:
-            raise ConfigError(_unknown_key(prefix + part, list(fields), prefix))
-        hint = typing.get_type_hints(node_cls)[part]
+        if _field_name(part) not in fields:
+            raise ConfigError(_unknown_key(prefix + part, [key_name(f) for f in fields], prefix))
+        hint = typing.get_type_hints(node_cls)[_field_name(part)]
         last = i == len(parts) - 1
         if dataclasses.is_dataclass(hint):
             if last:

@@ -18,7 +18,7 @@ from typing import Any
 
 from augkd.data.config import DataConfig
 
-__all__ = ["AugmentConfig", "EmaConfig", "ModelConfig", "OptimConfig", "TrainConfig"]
+__all__ = ["KD_PRESETS", "AugmentConfig", "EmaConfig", "KdConfig", "ModelConfig", "OptimConfig", "TrainConfig"]
 
 SCHEDULES = ("cosine", "step", "onecycle", "constant")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -115,6 +115,61 @@ class EmaConfig:
             raise ValueError(f"ema.decay must be in (0, 1); got {self.decay!r}")
 
 
+#: The paper's distillation settings (section 4): name -> (k, lambda, temperature).
+KD_PRESETS: dict[str, tuple[int, float, float]] = {
+    "cifar10": (3, 1.0, 2.0),
+    "cifar100": (5, 1.0, 2.0),
+    "imagenet-b0": (5, 0.5, 10.0),
+    "imagenet-large": (50, 2.0, 10.0),  # EfficientNet-B4, B7, B8 with RandAugment M = 15, 28
+}
+
+
+@dataclass
+class KdConfig:
+    """Knowledge distillation from a frozen teacher over its top-K classes (off while ``teacher`` is empty).
+
+    Explicit ``k``, ``lambda`` and ``temperature`` win over the ``preset``; keys left unset take the preset's
+    values.
+    """
+
+    teacher: str = ""
+    """Path of the teacher's augkd checkpoint (``best.pt``); empty: no distillation."""
+    preset: str = "cifar10"
+    """The paper's values for unset keys: ``cifar10`` (K=3, lambda=1, T=2), ``cifar100`` (K=5, lambda=1, T=2),
+    ``imagenet-b0`` (K=5, lambda=0.5, T=10), ``imagenet-large`` (K=50, lambda=2, T=10)."""
+    k: int | None = None
+    """Number of the teacher's top classes in the KL term (K = number of classes is ordinary KD)."""
+    lambda_: float | None = None
+    """Weight of the KD term: loss = CE + lambda * KL_topK (config key ``kd.lambda``)."""
+    temperature: float | None = None
+    """Softmax temperature T of both distributions."""
+    mode: str = "renorm"
+    """``renorm`` (both distributions renormalized over the K classes) or ``partial`` (full-softmax
+    probabilities kept at the K classes); see ``augkd.distill.loss``."""
+    t2_scale: bool = True
+    """Multiply the KD term by T^2 (Hinton et al.)."""
+
+    def __post_init__(self) -> None:
+        if self.preset not in KD_PRESETS:
+            raise ValueError(f"kd.preset must be one of {', '.join(KD_PRESETS)}; got {self.preset!r}")
+        k, lam, temperature = KD_PRESETS[self.preset]
+        self.k = k if self.k is None else self.k
+        self.lambda_ = lam if self.lambda_ is None else self.lambda_
+        self.temperature = temperature if self.temperature is None else self.temperature
+        if self.k < 1:
+            raise ValueError(f"kd.k must be >= 1; got {self.k!r}")
+        if self.lambda_ < 0:
+            raise ValueError(f"kd.lambda must be >= 0; got {self.lambda_!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"kd.temperature must be > 0; got {self.temperature!r}")
+        if self.mode not in ("renorm", "partial"):
+            raise ValueError(f"kd.mode must be renorm or partial; got {self.mode!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.teacher)
+
+
 @dataclass
 class TrainConfig:
     """A whole training run."""
@@ -149,6 +204,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
+    kd: KdConfig = field(default_factory=KdConfig)
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):

@@ -34,12 +34,14 @@ from augkd.augment.base import build_base_augment
 from augkd.augment.spec import build_policy
 from augkd.config import config_to_dict
 from augkd.data import DeviceLoader, build_datasets, dataset_stats
+from augkd.distill.loss import TopKKL
+from augkd.distill.teacher import TeacherError, load_teacher
 from augkd.io import atomic_write_bytes, atomic_write_text
 from augkd.models import count_parameters, create_model
-from augkd.train.checkpoint import load_checkpoint, save_checkpoint
+from augkd.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from augkd.train.config import TrainConfig
 from augkd.train.schedule import lr_factor
-from augkd.train.task import ClassificationTask
+from augkd.train.task import ClassificationTask, DistillationTask
 
 __all__ = ["Normalize", "Run", "TrainAugment", "evaluate", "resolve_amp", "resolve_device", "setup_run", "train"]
 
@@ -184,6 +186,20 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
         raise RunError(f"model.kwargs {kwargs} do not fit model {cfg.model.name!r}: {exc}") from None
 
 
+def build_distillation_task(
+    cfg: TrainConfig, num_classes: int, device: torch.device, student_norm: tuple
+) -> DistillationTask:
+    """The KD task of ``cfg.kd``: the teacher checkpoint loaded frozen, the top-K KL, lambda."""
+    try:
+        teacher = load_teacher(cfg.kd.teacher, num_classes, device, student_norm, channels_last=cfg.channels_last)
+    except (TeacherError, CheckpointError) as exc:
+        raise RunError(f"kd.teacher: {exc}") from None
+    kd_loss = TopKKL(cfg.kd.k, cfg.kd.temperature, cfg.kd.mode, cfg.kd.t2_scale)
+    if cfg.kd.k > num_classes:
+        raise RunError(f"kd.k={cfg.kd.k} is larger than the {num_classes} classes of the data")
+    return DistillationTask(teacher, kd_loss, cfg.kd.lambda_, cfg.optim.label_smoothing)
+
+
 def setup_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, overwrite: bool = False) -> Run:
     """Build datasets, model, optimizer and loaders; restore ``last.pt`` when resuming."""
     run_dir = Path(cfg.out_dir) / cfg.name
@@ -232,6 +248,9 @@ def setup_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, overw
     if len(train_loader) == 0:
         raise RunError(f"batch_size={cfg.batch_size} is larger than the {len(train_set)} training images")
     eval_loader = DeviceLoader(eval_set, cfg.eval_batch_size, shuffle=False, drop_last=False, seed=0, device=device)
+    task: nn.Module = ClassificationTask(cfg.optim.label_smoothing)
+    if cfg.kd.enabled:
+        task = build_distillation_task(cfg, train_set.num_classes, device, (stats["mean"], stats["std"]))
     run = Run(
         cfg=cfg,
         run_dir=run_dir,
@@ -239,7 +258,7 @@ def setup_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, overw
         amp_dtype=amp_dtype,
         model=model,
         ema=ema,
-        task=ClassificationTask(cfg.optim.label_smoothing),
+        task=task,
         optimizer=optimizer,
         scaler=scaler,
         augment=augment,
@@ -462,7 +481,13 @@ def train(
             f"{len(run.eval_loader.dataset)} eval images, {run.train_loader.dataset.num_classes} classes, "
             f"{cfg.epochs} epochs on {run.device}"
             + (f" ({str(run.amp_dtype).replace('torch.', '')} autocast)" if run.amp_dtype else "")
-            + f", policy {cfg.augment.policy!r} -> {run.run_dir}"
+            + f", policy {cfg.augment.policy!r}"
+            + (
+                f", KD from {cfg.kd.teacher} (K={cfg.kd.k}, lambda={cfg.kd.lambda_}, T={cfg.kd.temperature})"
+                if cfg.kd.enabled
+                else ""
+            )
+            + f" -> {run.run_dir}"
         )
         if resume:
             log(f"resuming after epoch {run.start_epoch} (step {run.step})")
@@ -498,6 +523,15 @@ def train(
         "model": cfg.model.name,
         "params": n_params,
         "policy": cfg.augment.policy,
+        "kd": {
+            "teacher": cfg.kd.teacher,
+            "k": cfg.kd.k,
+            "lambda": cfg.kd.lambda_,
+            "temperature": cfg.kd.temperature,
+            "mode": cfg.kd.mode,
+        }
+        if cfg.kd.enabled
+        else None,
         "epochs": cfg.epochs,
         "train_images": len(run.train_loader.dataset),
         "eval_images": len(run.eval_loader.dataset),
