@@ -115,3 +115,11 @@ def test_unreadable_image_is_one_line(capsys, tmp_path, make_tree):
     (root / "train" / "cat" / "0001.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     err = _error(capsys, ["train", f"out_dir={tmp_path}", f"data.root={root}", f"data.cache_dir={tmp_path / 'c'}"])
     assert "0001.jpg" in err and "unreadable" in err
+
+
+def test_bench_kd_reports_the_three_costs(capsys):
+    assert main(["bench", "kd", "--quick", "--batch-size", "32", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res["seconds"]) == {"plain_step", "teacher_forward", "kd_step"}
+    assert all(t > 0 for t in res["seconds"].values())
+    assert res["kd_loss"] > 0 and res["kd_over_plain_plus_teacher"] > 0

@@ -196,6 +196,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
             for size in args.sizes
         }
+    elif args.what == "kd":
+        from augkd.bench.kd import run_kd_benchmark
+
+        results = run_kd_benchmark(
+            model=args.model, teacher=args.teacher, batch_size=args.batch_size or 256, repeats=3 if args.quick else 10
+        )
     else:
         from augkd.bench.data import run_data_benchmark
 
@@ -272,11 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_gallery)
 
     p = sub.add_parser("bench", help="benchmarks against the anchors (torchvision, timm, kornia) as JSON")
-    p.add_argument("what", choices=["augment", "data"], help="what to measure")
+    p.add_argument("what", choices=["augment", "data", "kd"], help="what to measure")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--policy", default="ra-n2-m9")
+    p.add_argument("--policy", default="ra-n2-m9", help="policy spec (augment)")
+    p.add_argument("--model", default="fastnet9", help="student model (kd)")
+    p.add_argument("--teacher", default="fastnet9", help="teacher model (kd)")
     p.add_argument("--sizes", type=int, nargs="+", default=[32, 224], choices=[32, 224], help="image sizes (augment)")
-    p.add_argument("--batch-size", type=int, default=None, help="default: 1024 at 32px, 128 at 224px, 512 (data)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: 1024 at 32px, 128 at 224px; 512 data; 256 kd")
     p.add_argument("--repeats", type=int, default=5, help="timed batches per contender (median reported)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--quick", action="store_true", help="fewer repeats")
