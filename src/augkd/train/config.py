@@ -148,6 +148,10 @@ class KdConfig:
     probabilities kept at the K classes); see ``augkd.distill.loss``."""
     t2_scale: bool = True
     """Multiply the KD term by T^2 (Hinton et al.)."""
+    weighting: str = "constant"
+    """Per-image weight of the KD term (beyond the paper): ``constant`` (the paper's), ``entropy`` (lambda times
+    the teacher's normalized entropy on the augmented image) or ``doubt`` (lambda times 1 - the teacher's
+    probability of the true class)."""
 
     def __post_init__(self) -> None:
         if self.preset not in KD_PRESETS:
@@ -164,6 +168,8 @@ class KdConfig:
             raise ValueError(f"kd.temperature must be > 0; got {self.temperature!r}")
         if self.mode not in ("renorm", "partial"):
             raise ValueError(f"kd.mode must be renorm or partial; got {self.mode!r}")
+        if self.weighting not in ("constant", "entropy", "doubt"):
+            raise ValueError(f"kd.weighting must be constant, entropy or doubt; got {self.weighting!r}")
 
     @property
     def enabled(self) -> bool:

@@ -197,7 +197,7 @@ def build_distillation_task(
     kd_loss = TopKKL(cfg.kd.k, cfg.kd.temperature, cfg.kd.mode, cfg.kd.t2_scale)
     if cfg.kd.k > num_classes:
         raise RunError(f"kd.k={cfg.kd.k} is larger than the {num_classes} classes of the data")
-    return DistillationTask(teacher, kd_loss, cfg.kd.lambda_, cfg.optim.label_smoothing)
+    return DistillationTask(teacher, kd_loss, cfg.kd.lambda_, cfg.optim.label_smoothing, cfg.kd.weighting)
 
 
 def setup_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, overwrite: bool = False) -> Run:
