@@ -73,12 +73,13 @@ def _arange(start: int, end: int, step: int, device: torch.device, dtype: torch.
     return torch.arange(start, end, step, device=device, dtype=dtype)
 
 
-def _blocks(images: torch.Tensor) -> list[slice]:
-    """Batch slices to process one after another: cache-sized blocks on CPU, the whole batch elsewhere."""
+def _blocks(images: torch.Tensor, scale: int = 1) -> list[slice]:
+    """Batch slices to process one after another: cache-sized blocks on CPU (``scale`` times
+    :data:`BLOCK_ELEMENTS` per thread), the whole batch elsewhere."""
     b = images.shape[0]
     if images.device.type != "cpu" or b == 0:
         return [slice(0, b)]
-    per = max(1, BLOCK_ELEMENTS * torch.get_num_threads() // max(1, images[0].numel()))
+    per = max(1, scale * BLOCK_ELEMENTS * torch.get_num_threads() // max(1, images[0].numel()))
     return [slice(i, min(b, i + per)) for i in range(0, b, per)]
 
 
@@ -256,10 +257,14 @@ def _equalize_lut(hist: torch.Tensor, pixels: int) -> torch.Tensor:
     dtype = torch.float32 if pixels < (1 << 22) else torch.float64
     counts = hist.to(dtype)
     before = counts.cumsum(dim=1).sub_(counts)
-    step = (before * (hist > 0)).amax(dim=1, keepdim=True).div_(255.0).floor_()
-    lut = before.add_(torch.floor(step * 0.5)).div_(step.clamp(min=1.0)).floor_().clamp_(max=255.0)
-    bins = _arange(0, 256, 1, hist.device, dtype)
-    return torch.where(step == 0, bins, lut).to(torch.int16).to(torch.uint8)
+    # counts clamped to 1 is the 0/1 mask of non-empty bins (float arithmetic: cheaper than a bool mask)
+    step = (before * counts.clamp_(max=1.0)).amax(dim=1, keepdim=True).div_(255.0).floor_()
+    identity = step == 0
+    # identity rows: ``before`` zeroed, divided by 1, plus the bin values (exact integer arithmetic); other
+    # rows add 0 * bins. Cheaper than a ``where`` broadcasting a (rows, 1) mask.
+    lut = before.mul_((~identity).to(dtype)).add_(torch.floor(step * 0.5)).div_(step.clamp(min=1.0)).floor_()
+    lut.addcmul_(identity.to(dtype), _arange(0, 256, 1, hist.device, dtype)).clamp_(max=255.0)
+    return lut.to(torch.int16).to(torch.uint8)
 
 
 def equalize(images: torch.Tensor) -> torch.Tensor:
@@ -272,7 +277,8 @@ def equalize(images: torch.Tensor) -> torch.Tensor:
     images = _batch(images)
     c, h, w = images.shape[1:]
     out = torch.empty_like(images)
-    for block in _blocks(images):
+    # Two passes only (histogram, lookup), each cheaper per call on bigger blocks: 4x the usual block size.
+    for block in _blocks(images, 4):
         rows = (block.stop - block.start) * c
         # one int32 index (channel row * 256 + value) serves the histogram and the table lookup
         index = images[block].reshape(rows, -1).to(torch.int32)
@@ -281,6 +287,18 @@ def equalize(images: torch.Tensor) -> torch.Tensor:
         lut = _equalize_lut(torch.bincount(index, minlength=rows * 256).view(rows, 256), h * w)
         torch.index_select(lut.view(-1), 0, index, out=out[block].view(-1))
     return out
+
+
+def _exact_sum(values: torch.Tensor) -> torch.Tensor:
+    """Per-image sums (n,) float64 of float32 integers in [0, 255] (n, 1, H, W), exact whatever the order.
+
+    A row of fewer than 65793 such values sums below 2**24, so float32 (ten times faster than float64 on CPU)
+    adds it exactly; the row sums then add up exactly in float64 (all below 2**53).
+    """
+    n, _, h, w = values.shape
+    if 255 * w < (1 << 24):
+        return values.view(n, h, w).sum(dim=2).sum(dim=1, dtype=torch.float64)
+    return values.sum(dim=(1, 2, 3), dtype=torch.float64)
 
 
 def brightness(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
@@ -308,8 +326,7 @@ def contrast(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     for block in _blocks(images):
         xf = images[block].to(torch.float32)
         luma = xf if c == 1 else _luma(xf)
-        # per-image sums of integers below 2**53 are exact in float64 whatever the summation order
-        luma_sum = luma.sum(dim=(1, 2, 3), dtype=torch.float64).to(torch.int64)
+        luma_sum = _exact_sum(luma).to(torch.int64)
         mean = ((2 * luma_sum + n) // (2 * n)).to(torch.float32).view(-1, 1, 1, 1)  # int(sum / n + 0.5)
         _blend_into(out[block], xf, mean, factors[block])
     return out
