@@ -71,3 +71,29 @@ def make_tree(tmp_path: Path, real_jpegs: dict[str, list[bytes]]) -> TreeFactory
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides(cifar10_zip: Path, cache_dir: Path) -> Callable[..., list[str]]:
+    """Factory: config overrides for a tiny real run (200 CIFAR-10 images, a narrow fastnet9, float32) in
+    ``out_dir``; later overrides in ``extra`` win."""
+
+    def make(out_dir: Path, *extra: str) -> list[str]:
+        return [
+            f"out_dir={out_dir}",
+            "name=tiny",
+            "epochs=1",
+            "batch_size=50",
+            "eval_batch_size=100",
+            "amp=off",
+            "model.name=fastnet9",
+            "model.kwargs.width=8",
+            f"data.root={cifar10_zip}",
+            f"data.cache_dir={cache_dir}",
+            "data.subset_per_class=20",
+            "data.test_subset_per_class=10",
+            "optim.lr=0.05",
+            *extra,
+        ]
+
+    return make

@@ -70,19 +70,8 @@ def test_config_list_documents_keys(capsys):
     assert "optim.lr = 0.1" in out and "augment.policy" in out and "data.subset_per_class" in out
 
 
-def test_train_then_eval_round_trip(capsys, tmp_path, cifar10_zip, cache_dir):
-    args = [
-        f"out_dir={tmp_path}",
-        "name=cli",
-        "epochs=1",
-        "batch_size=50",
-        "amp=off",
-        "model.kwargs.width=8",
-        f"data.root={cifar10_zip}",
-        f"data.cache_dir={cache_dir}",
-        "data.subset_per_class=10",
-        "data.test_subset_per_class=10",
-    ]
+def test_train_then_eval_round_trip(capsys, tmp_path, tiny_overrides):
+    args = tiny_overrides(tmp_path, "name=cli", "data.subset_per_class=10")
     assert main(["train", "--quiet", *args]) == 0
     summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
     capsys.readouterr()

@@ -17,31 +17,15 @@ from augkd.train.config import TrainConfig
 from augkd.train.loop import RunError, setup_run, train, train_one_epoch
 
 
-def tiny(out_dir, cifar10_zip, cache_dir, *extra: str) -> TrainConfig:
-    return load_config(
-        TrainConfig,
-        None,
-        [
-            f"out_dir={out_dir}",
-            "name=tiny",
-            "epochs=1",
-            "batch_size=50",
-            "amp=off",
-            "model.kwargs.width=8",
-            f"data.root={cifar10_zip}",
-            f"data.cache_dir={cache_dir}",
-            "data.subset_per_class=20",
-            "data.test_subset_per_class=10",
-            "optim.lr=0.05",
-            *extra,
-        ],
-    )
+@pytest.fixture(scope="module")
+def tiny(tiny_overrides):
+    return lambda out_dir, *extra: load_config(TrainConfig, None, tiny_overrides(out_dir, *extra))
 
 
 @pytest.fixture(scope="module")
-def teacher_ckpt(tmp_path_factory, cifar10_zip, cache_dir):
+def teacher_ckpt(tmp_path_factory, tiny):
     out = tmp_path_factory.mktemp("teacher")
-    train(tiny(out, cifar10_zip, cache_dir, "model.kwargs.width=16", "epochs=2"), quiet=True)
+    train(tiny(out, "model.kwargs.width=16", "epochs=2"), quiet=True)
     return out / "tiny" / "best.pt"
 
 
@@ -84,8 +68,8 @@ def test_teacher_converts_the_students_normalization():
     assert Teacher(model, s_norm, s_norm).scale is None  # same normalization: no conversion
 
 
-def test_kd_run_logs_both_terms_and_never_changes_the_teacher(teacher_ckpt, tmp_path, cifar10_zip, cache_dir):
-    cfg = tiny(tmp_path, cifar10_zip, cache_dir, f"kd.teacher={teacher_ckpt}", "augment.policy=geo-n2-m6")
+def test_kd_run_logs_both_terms_and_never_changes_the_teacher(teacher_ckpt, tmp_path, tiny):
+    cfg = tiny(tmp_path, f"kd.teacher={teacher_ckpt}", "augment.policy=geo-n2-m6")
     run = setup_run(cfg, quiet=True)
     before = {k: v.clone() for k, v in run.task.teacher.state_dict().items()}
     stats = train_one_epoch(run, 0, progress=False)
@@ -101,11 +85,9 @@ def test_kd_run_logs_both_terms_and_never_changes_the_teacher(teacher_ckpt, tmp_
     assert "train_kd_loss" in row and summary["kd"]["k"] == 3 and summary["kd"]["temperature"] == 2.0
 
 
-def test_lambda_zero_trains_exactly_like_no_kd(teacher_ckpt, tmp_path, cifar10_zip, cache_dir):
-    plain = tiny(tmp_path / "plain", cifar10_zip, cache_dir, "augment.policy=ra-n2-m9")
-    kd0 = tiny(
-        tmp_path / "kd0", cifar10_zip, cache_dir, "augment.policy=ra-n2-m9", f"kd.teacher={teacher_ckpt}", "kd.lambda=0"
-    )
+def test_lambda_zero_trains_exactly_like_no_kd(teacher_ckpt, tmp_path, tiny):
+    plain = tiny(tmp_path / "plain", "augment.policy=ra-n2-m9")
+    kd0 = tiny(tmp_path / "kd0", "augment.policy=ra-n2-m9", f"kd.teacher={teacher_ckpt}", "kd.lambda=0")
     train(plain, quiet=True)
     train(kd0, quiet=True)
     a = load_checkpoint(tmp_path / "plain" / "tiny" / "last.pt")
@@ -116,8 +98,8 @@ def test_lambda_zero_trains_exactly_like_no_kd(teacher_ckpt, tmp_path, cifar10_z
     assert b["history"][0]["train_kd_loss"] > 0  # still measured and logged
 
 
-def test_kd_config_errors(teacher_ckpt, tmp_path, cifar10_zip, cache_dir):
+def test_kd_config_errors(teacher_ckpt, tmp_path, tiny):
     with pytest.raises(RunError, match="kd.k=11 is larger than the 10 classes"):
-        setup_run(tiny(tmp_path, cifar10_zip, cache_dir, f"kd.teacher={teacher_ckpt}", "kd.k=11"), quiet=True)
+        setup_run(tiny(tmp_path, f"kd.teacher={teacher_ckpt}", "kd.k=11"), quiet=True)
     with pytest.raises(RunError, match="kd.teacher: .*not found"):
-        setup_run(tiny(tmp_path, cifar10_zip, cache_dir, f"kd.teacher={tmp_path / 'none.pt'}"), quiet=True)
+        setup_run(tiny(tmp_path, f"kd.teacher={tmp_path / 'none.pt'}"), quiet=True)

@@ -13,33 +13,17 @@ from augkd.train.config import TrainConfig
 from augkd.train.loop import RunError, train
 
 
-def tiny_config(tmp_path, cifar10_zip, cache_dir, *extra: str) -> TrainConfig:
-    return load_config(
-        TrainConfig,
-        None,
-        [
-            f"out_dir={tmp_path}",
-            "name=tiny",
-            "epochs=2",
-            "batch_size=50",
-            "eval_batch_size=100",
-            "amp=off",
-            "model.name=fastnet9",
-            "model.kwargs.width=8",
-            f"data.root={cifar10_zip}",
-            f"data.cache_dir={cache_dir}",
-            "data.subset_per_class=20",
-            "data.test_subset_per_class=10",
-            "optim.lr=0.05",
-            "optim.schedule=cosine",
-            "optim.warmup_epochs=0.5",
-            *extra,
-        ],
-    )
+@pytest.fixture
+def tiny_config(tiny_overrides):
+    def make(out_dir, *extra: str) -> TrainConfig:
+        base = ("epochs=2", "optim.schedule=cosine", "optim.warmup_epochs=0.5")
+        return load_config(TrainConfig, None, tiny_overrides(out_dir, *base, *extra))
+
+    return make
 
 
-def test_tiny_run_writes_a_complete_run_folder(tmp_path, cifar10_zip, cache_dir):
-    cfg = tiny_config(tmp_path, cifar10_zip, cache_dir, "ema.enabled=true", "ema.decay=0.9")
+def test_tiny_run_writes_a_complete_run_folder(tmp_path, tiny_config):
+    cfg = tiny_config(tmp_path, "ema.enabled=true", "ema.decay=0.9")
     summary = train(cfg, quiet=True)
     run = tmp_path / "tiny"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -58,10 +42,10 @@ def test_tiny_run_writes_a_complete_run_folder(tmp_path, cifar10_zip, cache_dir)
     assert "config.yaml" in {p.name for p in run.iterdir()}
 
 
-def test_resume_equals_uninterrupted(tmp_path, cifar10_zip, cache_dir, monkeypatch):
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch, tiny_config):
     from augkd.train import loop
 
-    full = tiny_config(tmp_path / "a", cifar10_zip, cache_dir, "model.drop_rate=0.2")
+    full = tiny_config(tmp_path / "a", "model.drop_rate=0.2")
     train(full, quiet=True)
 
     # The same run, killed after its first epoch, then resumed.
@@ -74,7 +58,7 @@ def test_resume_equals_uninterrupted(tmp_path, cifar10_zip, cache_dir, monkeypat
         calls["n"] += 1
         return original(run, epoch, progress)
 
-    cut = tiny_config(tmp_path / "b", cifar10_zip, cache_dir, "model.drop_rate=0.2")
+    cut = tiny_config(tmp_path / "b", "model.drop_rate=0.2")
     monkeypatch.setattr(loop, "train_one_epoch", stop_after_one)
     with pytest.raises(KeyboardInterrupt):
         train(cut, quiet=True)
@@ -90,19 +74,19 @@ def test_resume_equals_uninterrupted(tmp_path, cifar10_zip, cache_dir, monkeypat
     assert [r["test_top1"] for r in a["history"]] == [r["test_top1"] for r in b["history"]]
 
 
-def test_existing_run_folder_is_not_clobbered(tmp_path, cifar10_zip, cache_dir):
-    cfg = tiny_config(tmp_path, cifar10_zip, cache_dir, "epochs=1")
+def test_existing_run_folder_is_not_clobbered(tmp_path, tiny_config):
+    cfg = tiny_config(tmp_path, "epochs=1")
     train(cfg, quiet=True)
     with pytest.raises(RunError, match="already holds a run"):
         train(cfg, quiet=True)
     with pytest.raises(RunError, match="no checkpoint"):
-        train(tiny_config(tmp_path, cifar10_zip, cache_dir, "name=other"), resume=True, quiet=True)
+        train(tiny_config(tmp_path, "name=other"), resume=True, quiet=True)
 
 
-def test_policy_plugs_into_training_and_replays(tmp_path, cifar10_zip, cache_dir):
+def test_policy_plugs_into_training_and_replays(tmp_path, tiny_config):
     from augkd.train.loop import setup_run
 
-    cfg = tiny_config(tmp_path, cifar10_zip, cache_dir, "augment.policy=geo-n2-m5", "epochs=1")
+    cfg = tiny_config(tmp_path, "augment.policy=geo-n2-m5", "epochs=1")
     run = setup_run(cfg, quiet=True)
     run.train_loader.set_epoch(0)
     batch = next(iter(run.train_loader))
