@@ -27,9 +27,9 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from augkd.augment import rng
+from augkd.augment.base import BaseAugment
 from augkd.augment.ops import SPACES, TRANSLATE_FRACTION, apply_op
 
 __all__ = [
@@ -234,7 +234,7 @@ def _size_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
     return h, w
 
 
-class Policy(nn.Module):
+class Policy(BaseAugment):
     """Base class: per-image parameter sampling (subclasses) plus the one batched apply path (here).
 
     Subclasses set :attr:`op_names` and :attr:`num_steps` and implement :meth:`_sample_steps`; signs, cutout
@@ -261,7 +261,7 @@ class Policy(nn.Module):
         space: str = "autoaugment",
         spec: str = "",
     ) -> None:
-        super().__init__()
+        super().__init__(seed)
         if not 0 <= num_steps <= MAX_STEPS:
             raise ValueError(f"number of op steps must be in [0, {MAX_STEPS}], got {num_steps}")
         if not 0 <= fill <= 255:
@@ -269,7 +269,6 @@ class Policy(nn.Module):
         self.op_names = _check_ops(op_names, space)
         self.num_steps = num_steps
         self.image_size = _size_hw(image_size)
-        self.seed = int(seed)
         self.fill = int(fill)
         self.space = space
         self.spec = spec
@@ -349,30 +348,6 @@ class Policy(nn.Module):
         }
 
     # ---------------------------------------------------------------------------------------------- applying
-    def forward(
-        self,
-        images: torch.Tensor,
-        indices: torch.Tensor | None,
-        epoch: int = 0,
-        params: dict[str, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """Augment a batch: sample parameters for ``indices`` in ``epoch`` (or replay ``params``) and apply them.
-
-        Args:
-            images: uint8 images (B, C, H, W).
-            indices: dataset index of each image (ignored when ``params`` is given).
-            epoch: epoch number (ignored when ``params`` is given).
-            params: parameters from :meth:`sample` to replay exactly.
-
-        Returns:
-            New uint8 images (B, C, H, W); the input is never modified.
-        """
-        if params is None:
-            if indices is None:
-                raise ValueError("forward needs dataset indices (or params to replay)")
-            params = self.sample(torch.as_tensor(indices).to(images.device), epoch, image_size=images.shape[-2:])
-        return self.apply(images, params)
-
     def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Apply sampled ``params`` to ``images``, one :func:`apply_op` call per (step, op) present in the batch.
 
