@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from torchvision.io import decode_jpeg
 
 from augkd.data.archive import resolve_root
 
@@ -97,3 +100,15 @@ def tiny_overrides(cifar10_zip: Path, cache_dir: Path) -> Callable[..., list[str
         ]
 
     return make
+
+
+def _read_jpegs(archive: Path, names: list[str]) -> list[torch.Tensor]:
+    with zipfile.ZipFile(archive) as z, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points image IO to torchcodec
+        return [decode_jpeg(torch.frombuffer(bytearray(z.read(n)), dtype=torch.uint8)) for n in names]
+
+
+@pytest.fixture(scope="session")
+def read_jpegs() -> Callable[[Path, list[str]], list[torch.Tensor]]:
+    """``read_jpegs(archive, names)``: the named JPEGs of a zip archive, decoded to uint8 (3, H, W) tensors."""
+    return _read_jpegs

@@ -7,8 +7,6 @@ Pillow's result for that argument (``ImageOps``, ``ImageEnhance``, ``Image.trans
 
 from __future__ import annotations
 
-import warnings
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +15,6 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 from PIL import ImageEnhance as Enhance
-from torchvision.io import decode_jpeg
 
 from augkd.augment import functional as F
 
@@ -27,20 +24,14 @@ CIFAR_NAMES = [f"test/{c}/{i:04d}.jpg" for c in ("airplane", "cat", "frog", "shi
 WOOF_NAMES = ["train/n02086240/n02086240_1076.JPEG", "val/n02086240/ILSVRC2012_val_00002701.JPEG"]
 
 
-def read_jpegs(archive: Path, names: list[str]) -> list[torch.Tensor]:
-    with zipfile.ZipFile(archive) as z, warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points image IO to torchcodec
-        return [decode_jpeg(torch.frombuffer(bytearray(z.read(n)), dtype=torch.uint8)) for n in names]
-
-
 @pytest.fixture(scope="module")
-def cifar(cifar10_zip: Path) -> torch.Tensor:
+def cifar(cifar10_zip: Path, read_jpegs) -> torch.Tensor:
     """15 real CIFAR-10 test images, (15, 3, 32, 32) uint8."""
     return torch.stack(read_jpegs(cifar10_zip, CIFAR_NAMES))
 
 
 @pytest.fixture(scope="module")
-def photos(woof_zip: Path) -> list[torch.Tensor]:
+def photos(woof_zip: Path, read_jpegs) -> list[torch.Tensor]:
     """Two full-size photos, (3, 426, 320) and (3, 320, 426) uint8."""
     return read_jpegs(woof_zip, WOOF_NAMES)
 

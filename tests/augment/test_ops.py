@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +11,6 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 from PIL import ImageEnhance as Enhance
-from torchvision.io import decode_jpeg
 
 from augkd.augment.ops import GEO_OPS, OPS, SPACES, apply_op, level_to_arg
 
@@ -22,14 +19,8 @@ LEVELS = [0.0, 1.0, 2.5, 5.0, 9.0, 10.0, -1.0, -5.0, -9.0, -10.0, 13.0, 21.7, 30
 SIGNED = {"rotate", "color", "contrast", "brightness", "sharpness", "shear_x", "shear_y", "translate_x", "translate_y"}
 
 
-def read_jpegs(archive: Path, names: list[str]) -> list[torch.Tensor]:
-    with zipfile.ZipFile(archive) as z, warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points image IO to torchcodec
-        return [decode_jpeg(torch.frombuffer(bytearray(z.read(n)), dtype=torch.uint8)) for n in names]
-
-
 @pytest.fixture(scope="module")
-def cifar(cifar10_zip: Path) -> torch.Tensor:
+def cifar(cifar10_zip: Path, read_jpegs) -> torch.Tensor:
     """14 real CIFAR-10 test images (one per level in LEVELS), (14, 3, 32, 32) uint8."""
     classes = ("bird", "deer", "dog", "horse", "automobile", "ship", "cat")
     names = [f"test/{c}/{i:04d}.jpg" for c in classes for i in (5, 6)]
@@ -37,7 +28,7 @@ def cifar(cifar10_zip: Path) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def photo(woof_zip: Path) -> torch.Tensor:
+def photo(woof_zip: Path, read_jpegs) -> torch.Tensor:
     """A full-size (426 x 320, portrait) photo, repeated once per level: (14, 3, 426, 320) uint8."""
     image = read_jpegs(woof_zip, ["train/n02086240/n02086240_1076.JPEG"])[0]
     return image.unsqueeze(0).repeat(len(LEVELS), 1, 1, 1)
