@@ -34,6 +34,8 @@ SLOTS: dict[str, int] = {
     "flip": 3,
     "rrc_scale": 4,
     "rrc_ratio": 5,
+    # training (augkd.train.loop): the seed of torch's global RNG per epoch (dropout, Shake-Shake, ShakeDrop)
+    "epoch_seed": 7,
     # data (augkd.data.memory): the seeded, stratified subset draw
     "subset": 10,
     # policies (augkd.augment.policies): slots 100.. are per policy step, see policies for the layout

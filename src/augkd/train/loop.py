@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import math
 import os
@@ -36,7 +37,7 @@ from augkd.config import config_to_dict
 from augkd.data import DeviceLoader, build_datasets, dataset_stats
 from augkd.distill.loss import TopKKL
 from augkd.distill.teacher import TeacherError, load_teacher
-from augkd.io import atomic_write_bytes, atomic_write_text
+from augkd.io import atomic_write_text
 from augkd.models import count_parameters, create_model
 from augkd.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from augkd.train.config import TrainConfig
@@ -123,7 +124,7 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """Seed of torch's global RNG for an epoch (dropout, stochastic depth): resuming at an epoch is exact."""
-    return int(rng.key(seed, epoch, torch.zeros(1, dtype=torch.int64), slot=7).item())
+    return int(rng.key(seed, epoch, torch.zeros(1, dtype=torch.int64), slot=rng.SLOTS["epoch_seed"]).item())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -429,20 +430,12 @@ def _weights_state(run: Run, epoch: int, weights: dict[str, torch.Tensor], metri
 def _log_metrics(run: Run, row: dict[str, Any]) -> None:
     run.history.append(row)
     atomic_write_text(run.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.history))
-    keys: list[str] = []
-    for r in run.history:
-        keys += [k for k in r if k not in keys]
-
-    def write_csv(f: Any) -> None:
-        import io
-
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(run.history)
-        f.write(buf.getvalue().encode())
-
-    atomic_write_bytes(run.run_dir / "metrics.csv", write_csv)
+    keys = list(dict.fromkeys(k for r in run.history for k in r))  # every column, in first-seen order
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(run.history)
+    atomic_write_text(run.run_dir / "metrics.csv", buf.getvalue())
 
 
 def _fmt_epoch(row: dict[str, Any], epochs: int) -> str:
