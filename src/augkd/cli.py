@@ -26,6 +26,15 @@ overrides are dotted config keys (see `augkd config --list`); values are YAML sc
 """
 
 
+EPILOG_SWEEP = """\
+examples:
+  augkd sweep --config configs/table1-cpu/student.yaml --grid augment.magnitude=0,2,4,6 kd=off,on --seeds 2 \\
+      --out runs/table1-cpu/sweep
+  augkd sweep --config configs/table1-cpu/student.yaml --grid kd.lambda=0.5,1,2 kd.k=1,3,10 --out runs/lambda-k
+the same command again skips finished runs and resumes interrupted ones; kd=off clears kd.teacher.
+"""
+
+
 class CliError(Exception):
     """An error the CLI reports in one line."""
 
@@ -178,6 +187,30 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from augkd.experiments.sweep import run_sweep
+
+    run_sweep(
+        args.config,
+        args.grid,
+        args.out,
+        seeds=args.seeds,
+        overrides=args.overrides,
+        jobs=args.jobs,
+        report=not args.no_report,
+        log=lambda msg: print(msg, flush=True),
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from augkd.experiments.report import make_report
+
+    res = make_report(args.runs, args.out, title=args.title)
+    print(f"wrote {res['markdown']}, {res['json']}" + "".join(f", {p}" for p in res["plots"]))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -277,6 +310,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="which images")
     p.set_defaults(func=cmd_gallery)
 
+    p = sub.add_parser(
+        "sweep",
+        help="run a grid of training runs (resumable), then write their report",
+        epilog=EPILOG_SWEEP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_config_args(p, required=True)
+    p.add_argument("--grid", nargs="+", required=True, metavar="key=v1,v2", help="grid axes (any config key, or kd)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per grid point (0: the config's seed)")
+    p.add_argument("--out", required=True, help="sweep folder (runs, logs, sweep.json, report/)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once; each gets cpu_count/jobs threads")
+    p.add_argument("--no-report", action="store_true", help="only run; write no report")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="Markdown table and PNG plots over finished runs or sweeps")
+    p.add_argument("runs", nargs="+", help="run folders or sweep folders")
+    p.add_argument("--out", required=True, help="output folder (report.md, report.json, *.png)")
+    p.add_argument("--title", default=None, help="report title")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("bench", help="benchmarks against the anchors (torchvision, timm, kornia) as JSON")
     p.add_argument("what", choices=["augment", "data", "kd"], help="what to measure")
     p.add_argument("--device", default="cpu")
@@ -295,10 +348,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from augkd.config import ConfigError
+    from augkd.experiments.report import ReportError
+    from augkd.experiments.sweep import SweepError
     from augkd.train.checkpoint import CheckpointError
     from augkd.train.loop import RunError
 
-    return (CliError, ConfigError, CheckpointError, RunError, ValueError, FileNotFoundError, NotADirectoryError)
+    return (
+        CliError,
+        ConfigError,
+        SweepError,
+        ReportError,
+        CheckpointError,
+        RunError,
+        ValueError,
+        FileNotFoundError,
+        NotADirectoryError,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from augkd.augment.policies import (
     AUTOAUGMENT_POLICIES,
@@ -43,7 +43,7 @@ from augkd.augment.policies import (
     TrivialAugmentWide,
 )
 
-__all__ = ["SPEC_FORMS", "PolicySpec", "build_policy", "parse_spec"]
+__all__ = ["SPEC_FORMS", "PolicySpec", "build_policy", "parse_spec", "with_magnitude"]
 
 #: The accepted forms, quoted in every parse error.
 SPEC_FORMS = (
@@ -177,6 +177,19 @@ def parse_spec(spec: str) -> PolicySpec:
         magnitude_max=magnitude_max,
         prob=prob,
     )
+
+
+def with_magnitude(spec: str, magnitude: float) -> str:
+    """``spec`` with its magnitude M replaced, in canonical form: ``with_magnitude("geo-n2-m5", 2) == "geo-n2-m2"``.
+
+    Raises:
+        ValueError: ``spec`` is not a ``ra``/``geo`` spec, or ``magnitude`` is out of its range.
+    """
+    parsed = parse_spec(spec)
+    if parsed.family not in ("ra", "geo"):
+        raise ValueError(f"policy {spec!r} has no magnitude to set (only 'ra-...' and 'geo-...' specs do)")
+    new = str(replace(parsed, magnitude=float(magnitude)))
+    return str(parse_spec(new))  # range checks
 
 
 def build_policy(spec: str | PolicySpec, image_size: int = 32, seed: int = 0, fill: int = 128) -> Policy:

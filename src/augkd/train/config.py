@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from augkd.augment.spec import with_magnitude
 from augkd.data.config import DataConfig
 
 __all__ = ["KD_PRESETS", "AugmentConfig", "EmaConfig", "KdConfig", "ModelConfig", "OptimConfig", "TrainConfig"]
@@ -44,10 +45,28 @@ class AugmentConfig:
     """Policy spec, e.g. ``aa-cifar10``, ``ra-n2-m9``, ``geo-n2-m5``, ``ta-wide`` or ``none``."""
     fill: int = 128
     """Value of pixels uncovered by geometric ops and cutout."""
+    magnitude: float | None = None
+    """Replace the magnitude M of a ``ra``/``geo`` policy spec (a sweep axis: ``augment.magnitude=0,2,4,6``);
+    None keeps the spec's own M."""
+    off_last_epochs: int = 0
+    """Train the last N epochs without the policy (base crop/flip only): the paper's section 3.4 baseline."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.fill <= 255:
             raise ValueError(f"augment.fill must be in [0, 255]; got {self.fill!r}")
+        if self.off_last_epochs < 0:
+            raise ValueError(f"augment.off_last_epochs must be >= 0; got {self.off_last_epochs!r}")
+        if self.magnitude is not None:
+            self.spec()  # a bad magnitude or a policy without one fails here, naming the key
+
+    def spec(self) -> str:
+        """The effective policy spec: ``policy`` with ``magnitude`` applied (canonical form)."""
+        if self.magnitude is None:
+            return self.policy
+        try:
+            return with_magnitude(self.policy, self.magnitude)
+        except ValueError as exc:
+            raise ValueError(f"augment.magnitude={self.magnitude!r}: {exc}") from None
 
 
 @dataclass
@@ -216,6 +235,10 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1; got {getattr(self, key)!r}")
+        if self.augment.off_last_epochs > self.epochs:
+            raise ValueError(
+                f"augment.off_last_epochs={self.augment.off_last_epochs} is more than the {self.epochs} epochs"
+            )
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0; got {self.threads!r}")
         if self.amp not in AMP_MODES:

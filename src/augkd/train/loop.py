@@ -80,13 +80,19 @@ class TrainAugment(nn.Module):
     This is where an augmentation policy plugs into training: ``augment.policy`` in the config.
     """
 
-    def __init__(self, base: nn.Module, policy: nn.Module) -> None:
+    def __init__(self, base: nn.Module, policy: nn.Module, policy_epochs: int | None = None) -> None:
         super().__init__()
         self.base = base
         self.policy = policy
+        self.policy_epochs = policy_epochs  # epochs >= this one see the base augmentation only (None: all epochs)
+
+    def uses_policy(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` (0-based) applies the policy (``augment.off_last_epochs`` switches it off)."""
+        return self.policy_epochs is None or epoch < self.policy_epochs
 
     def forward(self, images: torch.Tensor, indices: torch.Tensor, epoch: int) -> torch.Tensor:
-        return self.policy(self.base(images, indices, epoch), indices, epoch)
+        images = self.base(images, indices, epoch)
+        return self.policy(images, indices, epoch) if self.uses_policy(epoch) else images
 
 
 def resolve_device(name: str) -> torch.device:
@@ -242,8 +248,9 @@ def setup_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, overw
         padding=cfg.data.crop_padding,
         scale_min=cfg.data.rrc_scale_min,
     )
-    policy = build_policy(cfg.augment.policy, cfg.data.image_size, seed=cfg.seed, fill=cfg.augment.fill)
-    augment = TrainAugment(base, policy).to(device)
+    policy = build_policy(cfg.augment.spec(), cfg.data.image_size, seed=cfg.seed, fill=cfg.augment.fill)
+    policy_epochs = cfg.epochs - cfg.augment.off_last_epochs if cfg.augment.off_last_epochs else None
+    augment = TrainAugment(base, policy, policy_epochs).to(device)
     normalize = Normalize(stats["mean"], stats["std"], channels_last=cfg.channels_last).to(device)
     train_loader = DeviceLoader(train_set, cfg.batch_size, shuffle=True, drop_last=True, seed=cfg.seed, device=device)
     if len(train_loader) == 0:
@@ -474,7 +481,8 @@ def train(
             f"{len(run.eval_loader.dataset)} eval images, {run.train_loader.dataset.num_classes} classes, "
             f"{cfg.epochs} epochs on {run.device}"
             + (f" ({str(run.amp_dtype).replace('torch.', '')} autocast)" if run.amp_dtype else "")
-            + f", policy {cfg.augment.policy!r}"
+            + f", policy {cfg.augment.spec()!r}"
+            + (f" (off for the last {cfg.augment.off_last_epochs} epochs)" if cfg.augment.off_last_epochs else "")
             + (
                 f", KD from {cfg.kd.teacher} (K={cfg.kd.k}, lambda={cfg.kd.lambda_}, T={cfg.kd.temperature})"
                 if cfg.kd.enabled
@@ -515,7 +523,8 @@ def train(
         "name": cfg.name,
         "model": cfg.model.name,
         "params": n_params,
-        "policy": cfg.augment.policy,
+        "policy": cfg.augment.spec(),
+        "off_last_epochs": cfg.augment.off_last_epochs,
         "kd": {
             "teacher": cfg.kd.teacher,
             "k": cfg.kd.k,

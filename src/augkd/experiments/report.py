@@ -1,0 +1,374 @@
+"""Reports over finished runs: a Markdown table in the style of the paper's Table 1 plus PNG plots.
+
+``augkd report RUNS... --out DIR`` takes run folders (each with ``summary.json``, ``config.yaml`` and
+``metrics.jsonl``) or sweep folders (with ``sweep.json``; all their runs). The axes are the config keys whose
+values differ between the runs (the sweep's grid when there is a manifest); ``kd.teacher`` set or empty becomes
+the axis ``kd`` (off/on), and ``seed`` is never an axis: runs that differ only in the seed are averaged.
+
+Files written to ``DIR``:
+
+- ``report.md``: the error table (mean +- standard deviation over seeds, n) with one column per value of the
+  first axis, a "KD gain" row when ``kd`` is an axis, then one line per run;
+- ``report.json``: the same numbers;
+- ``error_vs_<axis>.png``: test error against each axis, one line per value of the other axes (the paper's
+  Table 1 as a plot; with ``kd.lambda`` or ``kd.k`` as the axis it is the paper's Fig. 4);
+- ``curves.png``: training loss and test accuracy per epoch, one colour per value of the first axis, solid
+  with KD and dashed without (the paper's Fig. 2).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from augkd.io import atomic_write_text
+
+__all__ = ["ReportError", "RunRecord", "find_axes", "load_runs", "make_report"]
+
+#: Config keys that never make an axis (they differ between runs without changing the experiment).
+IGNORED_KEYS = {"name", "out_dir", "seed", "threads", "data.cache_dir", "device"}
+KD_AXIS = "kd"
+
+
+class ReportError(ValueError):
+    """Nothing to report: no runs found, a run without summary, unreadable files."""
+
+
+@dataclass
+class RunRecord:
+    """One finished run: its folder, flattened config, summary and per-epoch metrics."""
+
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    history: list[dict[str, Any]]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def error(self) -> float | None:
+        err = self.summary.get("final_error")
+        return None if err is None else float(err)
+
+    def value(self, axis: str) -> str:
+        """This run's value on ``axis`` as a string (``kd`` -> ``off``/``on``)."""
+        if axis == KD_AXIS:
+            return "on" if self.config.get("kd.teacher") else "off"
+        return _fmt_value(self.config.get(axis))
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return "none" if v is None else str(v)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "kwargs":
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v
+    return flat
+
+
+def _load_run(path: Path) -> RunRecord:
+    summary_file = path / "summary.json"
+    if not summary_file.is_file():
+        raise ReportError(f"{path}: no summary.json (the run has not finished)")
+    try:
+        summary = json.loads(summary_file.read_text())
+        config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else {}
+        history = []
+        if (path / "metrics.jsonl").is_file():
+            history = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ReportError(f"{path}: unreadable run files ({exc})") from None
+    return RunRecord(path, _flatten(config or {}), summary, history)
+
+
+def load_runs(paths: Sequence[str | Path]) -> tuple[list[RunRecord], list[str] | None]:
+    """Runs from run folders and sweep folders; returns them and the sweep's axes (None without a manifest).
+
+    Raises:
+        ReportError: a path that is neither, a run that has not finished, or no runs at all.
+    """
+    runs: list[RunRecord] = []
+    grid_axes: list[str] | None = None
+    for raw in paths:
+        path = Path(raw)
+        manifest = path / "sweep.json"
+        if manifest.is_file():
+            info = json.loads(manifest.read_text())
+            grid_axes = [a["key"] for a in info.get("grid", []) if a["key"] != "seed"]
+            runs.extend(_load_run(path / r["name"]) for r in info["runs"])
+        elif (path / "summary.json").is_file() or (path / "last.pt").is_file():
+            runs.append(_load_run(path))
+        elif path.is_dir():
+            found = sorted(p.parent for p in path.glob("*/summary.json"))
+            if not found:
+                raise ReportError(f"{path}: no runs (no summary.json or sweep.json in it or its sub-folders)")
+            runs.extend(_load_run(p) for p in found)
+        else:
+            raise ReportError(f"{path}: not a run or sweep folder")
+    if not runs:
+        raise ReportError("no runs to report")
+    return runs, grid_axes
+
+
+def _sort_values(values: list[str]) -> list[str]:
+    if set(values) <= {"off", "on"}:
+        return [v for v in ("off", "on") if v in values]
+    try:
+        return sorted(values, key=float)
+    except ValueError:
+        return values
+
+
+def find_axes(runs: Sequence[RunRecord], grid_axes: Sequence[str] | None = None) -> list[str]:
+    """The keys that tell the runs apart (besides the seed), ``kd`` for teacher on/off; the grid's order first."""
+    keys = set().union(*(r.config for r in runs))
+    varying = []
+    for key in sorted(keys - IGNORED_KEYS):
+        values = {json.dumps(r.config.get(key), sort_keys=True, default=str) for r in runs}
+        if len(values) > 1:
+            varying.append(key)
+    axes: list[str] = []
+    if "kd.teacher" in varying:
+        varying.remove("kd.teacher")
+        teachers = {r.config.get("kd.teacher") for r in runs if r.config.get("kd.teacher")}
+        axes.append(KD_AXIS if len(teachers) == 1 else "kd.teacher")
+    for key in varying:
+        if key.startswith("kd.") and not any(r.config.get("kd.teacher") for r in runs):
+            continue
+        axes.append(key)
+    if grid_axes:
+        order = {k: i for i, k in enumerate(grid_axes)}
+        axes.sort(key=lambda a: order.get(a, len(order)))
+    return axes
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _group(runs: Sequence[RunRecord], axes: Sequence[str]) -> dict[tuple[str, ...], list[RunRecord]]:
+    groups: dict[tuple[str, ...], list[RunRecord]] = {}
+    for r in runs:
+        groups.setdefault(tuple(r.value(a) for a in axes), []).append(r)
+    return groups
+
+
+def _cell(rs: list[RunRecord]) -> dict[str, Any]:
+    errors = [r.error for r in rs if r.error is not None]
+    if not errors:
+        return {"n": 0, "mean": None, "sd": None, "errors": []}
+    mean, sd = _mean_sd(errors)
+    return {"n": len(errors), "mean": mean, "sd": sd, "errors": errors, "runs": [r.name for r in rs]}
+
+
+def _fmt_cell(cell: dict[str, Any] | None) -> str:
+    if not cell or cell["mean"] is None:
+        return "-"
+    return f"{cell['mean']:.2f} ± {cell['sd']:.2f} ({cell['n']})"
+
+
+def _axis_title(axis: str) -> str:
+    return {"augment.magnitude": "magnitude M", KD_AXIS: "KD", "kd.lambda": "lambda", "kd.k": "K"}.get(axis, axis)
+
+
+def make_report(paths: Sequence[str | Path], out: str | Path, title: str | None = None) -> dict[str, Any]:
+    """Write ``report.md``, ``report.json`` and the PNG plots for the runs under ``paths`` into ``out``.
+
+    Returns:
+        ``{"markdown": path, "json": path, "plots": [paths], "axes": [...], "cells": [...]}``.
+
+    Raises:
+        ReportError: no runs, or a run that has not finished.
+    """
+    runs, grid_axes = load_runs(paths)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    axes = find_axes(runs, grid_axes)
+    col_axis = next((a for a in axes if a != KD_AXIS), axes[0] if axes else None)
+    row_axes = [a for a in axes if a != col_axis]
+    col_values = _sort_values(list(dict.fromkeys(r.value(col_axis) for r in runs))) if col_axis else [""]
+    row_values = [_sort_values(list(dict.fromkeys(r.value(a) for r in runs))) for a in row_axes]
+    groups = _group(runs, axes)
+
+    cells = []
+    for key, rs in groups.items():
+        cells.append({"point": dict(zip(axes, key, strict=True)), **_cell(rs)})
+
+    def cell_at(row: tuple[str, ...], col: str) -> dict[str, Any] | None:
+        point = dict(zip(row_axes, row, strict=True))
+        if col_axis:
+            point[col_axis] = col
+        key = tuple(point[a] for a in axes)
+        rs = groups.get(key)
+        return _cell(rs) if rs else None
+
+    lines = [f"# {title or 'Report'}", ""]
+    lines.append(
+        f"{len(runs)} runs; test error (%) of the final epoch, mean ± standard deviation over seeds (number of "
+        "runs)." + (f" Columns: {_axis_title(col_axis)}." if col_axis else "")
+    )
+    lines.append("")
+    header = [" / ".join(_axis_title(a) for a in row_axes) or "runs"] + [
+        f"{_axis_title(col_axis)}={v}" if col_axis else "error" for v in col_values
+    ]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    gains = []
+    for row in itertools.product(*row_values):
+        label = ", ".join(f"{_axis_title(a)}={v}" for a, v in zip(row_axes, row, strict=True)) or "all"
+        lines.append("| " + " | ".join([label] + [_fmt_cell(cell_at(row, c)) for c in col_values]) + " |")
+    if KD_AXIS in row_axes:
+        kd_pos = row_axes.index(KD_AXIS)
+        others = [v for i, v in enumerate(row_values) if i != kd_pos]
+        other_axes = [a for a in row_axes if a != KD_AXIS]
+        for rest in itertools.product(*others):
+            row_off = list(rest)
+            row_off.insert(kd_pos, "off")
+            row_on = list(rest)
+            row_on.insert(kd_pos, "on")
+            entries = []
+            for c in col_values:
+                off, on = cell_at(tuple(row_off), c), cell_at(tuple(row_on), c)
+                if off and on and off["mean"] is not None and on["mean"] is not None:
+                    gain = off["mean"] - on["mean"]
+                    gains.append({"point": dict(zip(other_axes, rest, strict=True)), "column": c, "gain": gain})
+                    entries.append(f"{gain:+.2f}")
+                else:
+                    entries.append("-")
+            extra = ", ".join(f"{_axis_title(a)}={v}" for a, v in zip(other_axes, rest, strict=True))
+            lines.append(
+                f"| **KD gain** (error without - with){' ' + extra if extra else ''} | " + " | ".join(entries) + " |"
+            )
+    lines += [
+        "",
+        "## Runs",
+        "",
+        "| run | "
+        + " | ".join(_axis_title(a) for a in axes)
+        + " | seed | error (%) | best top-1 (%) | epochs | time (s) |",
+    ]
+    lines.append("|" + "---|" * (len(axes) + 6))
+    for r in sorted(runs, key=lambda r: r.name):
+        vals = " | ".join(r.value(a) for a in axes)
+        wall = r.summary.get("wall_time_s")
+        lines.append(
+            f"| {r.name} | {vals}{' | ' if axes else ''}{r.config.get('seed')} | "
+            f"{r.error if r.error is not None else '-'} | {r.summary.get('best_top1', '-'):.2f} | "
+            f"{r.summary.get('epochs')} | {wall:.0f} |"
+            if wall is not None
+            else f"| {r.name} | {vals} | {r.config.get('seed')} | {r.error} | - | {r.summary.get('epochs')} | - |"
+        )
+    plots = _plots(runs, axes, col_axis, out)
+    lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    md = out / "report.md"
+    atomic_write_text(md, "\n".join(lines) + "\n")
+    result = {
+        "axes": axes,
+        "columns": col_axis,
+        "cells": cells,
+        "kd_gain": gains,
+        "runs": [{"name": r.name, "path": str(r.path), "error": r.error} for r in runs],
+    }
+    js = out / "report.json"
+    atomic_write_text(js, json.dumps(result, indent=2) + "\n")
+    return {**result, "markdown": str(md), "json": str(js), "plots": [str(p) for p in plots]}
+
+
+def _numeric(values: Sequence[str]) -> list[float] | None:
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        return None
+
+
+def _plots(runs: list[RunRecord], axes: list[str], col_axis: str | None, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for axis in axes:
+        if axis == KD_AXIS:
+            continue
+        others = [a for a in axes if a != axis]
+        xs_all = _sort_values(list(dict.fromkeys(r.value(axis) for r in runs)))
+        numeric = _numeric(xs_all)
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+        for other_key, rs in _group(runs, others).items():
+            by_x = _group(rs, [axis])
+            xs, ys, sds = [], [], []
+            for i, x in enumerate(xs_all):
+                errs = [r.error for r in by_x.get((x,), []) if r.error is not None]
+                if errs:
+                    m, s = _mean_sd(errs)
+                    xs.append(numeric[i] if numeric else i)
+                    ys.append(m)
+                    sds.append(s)
+            label = ", ".join(f"{_axis_title(a)}={v}" for a, v in zip(others, other_key, strict=True)) or "runs"
+            style = "--" if dict(zip(others, other_key, strict=True)).get(KD_AXIS) == "off" else "-"
+            ax.errorbar(xs, ys, yerr=sds, marker="o", linestyle=style, capsize=3, label=label)
+        if not numeric:
+            ax.set_xticks(range(len(xs_all)), xs_all, rotation=20)
+        ax.set_xlabel(_axis_title(axis))
+        ax.set_ylabel("test error (%)")
+        ax.set_title(f"Test error vs {_axis_title(axis)} (mean ± sd over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / f"error_vs_{axis.replace('.', '_')}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+
+    if any(r.history for r in runs):
+        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), dpi=120)
+        col_values = _sort_values(list(dict.fromkeys(r.value(col_axis) for r in runs))) if col_axis else [""]
+        colors = plt.get_cmap("viridis")([i / max(1, len(col_values) - 1) for i in range(len(col_values))])
+        for key, rs in _group(runs, axes).items():
+            point = dict(zip(axes, key, strict=True))
+            color = colors[col_values.index(point[col_axis])] if col_axis else None
+            style = "--" if point.get(KD_AXIS) == "off" else "-"
+            label = ", ".join(f"{_axis_title(a)}={v}" for a, v in point.items()) or "runs"
+            for metric, axis_ in (("loss", ax_loss), ("test_top1", ax_acc)):
+                series: dict[int, list[float]] = {}
+                for r in rs:
+                    for row in r.history:
+                        v = row.get("train_task_loss", row.get("train_loss")) if metric == "loss" else row.get(metric)
+                        if v is not None and math.isfinite(v):
+                            series.setdefault(int(row["epoch"]), []).append(float(v))
+                if series:
+                    epochs = sorted(series)
+                    axis_.plot(epochs, [statistics.fmean(series[e]) for e in epochs], style, color=color, label=label)
+        ax_loss.set_xlabel("epoch")
+        ax_loss.set_ylabel("training cross-entropy on augmented images")
+        ax_loss.set_title("Training loss (mean over seeds)")
+        ax_acc.set_xlabel("epoch")
+        ax_acc.set_ylabel("test top-1 accuracy (%)")
+        ax_acc.set_title("Test accuracy (mean over seeds)")
+        for a in (ax_loss, ax_acc):
+            a.grid(alpha=0.3)
+        ax_acc.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        path = out / "curves.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written

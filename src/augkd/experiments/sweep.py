@@ -1,0 +1,238 @@
+"""Grids of training runs: ``augkd sweep --config BASE --grid augment.magnitude=0,2,4,6 kd=off,on --seeds 2``.
+
+Every point of the grid (times every seed) is one ``augkd train`` process with its own run folder
+``<out>/<axis>-<value>_..._seed-<s>``. Finished runs (``summary.json`` present) are skipped and interrupted ones
+resumed, so a sweep is resumable by running the same command again. Every run's config is built before the
+first run starts, so a typo in any axis fails at once. When every run is done the report is written
+(:mod:`augkd.experiments.report`).
+
+Any config key can be an axis (``kd.lambda=0.5,1,2``, ``model.name=fastnet9,resnet20``,
+``augment.policy=ra-n2-m9,aa-cifar10``). One axis is special: ``kd=off,on`` turns distillation off (clears
+``kd.teacher``) or keeps the base config's teacher.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from augkd.io import atomic_write_text
+
+__all__ = ["Axis", "SweepError", "SweepRun", "expand_grid", "parse_grid", "plan_sweep", "run_sweep"]
+
+MANIFEST = "sweep.json"
+KD_SWITCH = {"off": False, "false": False, "no": False, "on": True, "true": True, "yes": True}
+
+
+class SweepError(ValueError):
+    """A grid that cannot run (bad axis syntax, a config error in one of its points, failed runs)."""
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One grid axis: a dotted config key (or ``kd``/``seed``) and its values as written."""
+
+    key: str
+    values: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        """Short name used in run folder names: the last part of the key (``augment.magnitude`` -> ``magnitude``)."""
+        return self.key.rsplit(".", 1)[-1]
+
+
+@dataclass
+class SweepRun:
+    """One run of a sweep: its folder name, the axis values it takes and the overrides that realise them."""
+
+    name: str
+    point: dict[str, str]
+    overrides: list[str] = field(default_factory=list)
+
+
+def parse_grid(items: Sequence[str]) -> list[Axis]:
+    """``["augment.magnitude=0,2,4", "kd=off,on"]`` -> axes. Values are split on commas, kept as written.
+
+    Raises:
+        SweepError: an item without ``=``, an empty value list, a key given twice, or a bad ``kd`` value.
+    """
+    axes: list[Axis] = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SweepError(f"grid axis {item!r} must look like key=v1,v2 (e.g. augment.magnitude=0,2,4,6)")
+        values = tuple(v.strip() for v in raw.split(",") if v.strip())
+        if not values:
+            raise SweepError(f"grid axis {key!r} has no values")
+        if len(set(values)) != len(values):
+            raise SweepError(f"grid axis {key!r} repeats a value: {raw}")
+        if any(a.key == key for a in axes):
+            raise SweepError(f"grid axis {key!r} is given twice")
+        if key == "kd":
+            bad = [v for v in values if v.lower() not in KD_SWITCH]
+            if bad:
+                raise SweepError(f"grid axis 'kd' takes off/on, got {bad[0]!r}")
+        for v in values:
+            if "/" in v and key != "kd.teacher":
+                raise SweepError(f"grid value {v!r} of {key!r} cannot name a run folder (contains '/')")
+        axes.append(Axis(key, values))
+    return axes
+
+
+def _folder_value(value: str) -> str:
+    """A grid value as it appears in a run folder name (paths keep their file stem)."""
+    return Path(value).stem if "/" in value else value
+
+
+def expand_grid(axes: Sequence[Axis], seeds: Sequence[int]) -> list[SweepRun]:
+    """Every combination of the axes' values (row-major, the last axis fastest), once per seed (seed outermost)."""
+    if any(a.key == "seed" for a in axes) and seeds:
+        raise SweepError("give seeds either as a grid axis seed=... or with --seeds, not both")
+    runs = []
+    combos = list(itertools.product(*(a.values for a in axes))) if axes else [()]
+    for seed in seeds if seeds else [None]:  # seeds outermost: a sweep cut short still covers the whole grid once
+        for combo in combos:
+            point = {a.key: v for a, v in zip(axes, combo, strict=True)}
+            parts = [f"{a.label}-{_folder_value(v)}" for a, v in zip(axes, combo, strict=True)]
+            overrides = []
+            for key, value in point.items():
+                if key == "kd":
+                    if not KD_SWITCH[value.lower()]:
+                        overrides.append("kd.teacher=''")
+                else:
+                    overrides.append(f"{key}={value}")
+            if seed is not None:
+                point["seed"] = str(seed)
+                parts.append(f"seed-{seed}")
+                overrides.append(f"seed={seed}")
+            runs.append(SweepRun("_".join(parts) or "base", point, overrides))
+    return runs
+
+
+def plan_sweep(
+    config: str | None, axes: Sequence[Axis], seeds: Sequence[int], overrides: Sequence[str], out: Path
+) -> list[SweepRun]:
+    """The runs of a sweep, each with its full override list; builds every run's config to catch errors early.
+
+    Raises:
+        SweepError: a point whose config is invalid (the message names the run and the key), or ``kd=on`` while
+            the base config has no teacher.
+    """
+    from augkd.config import load_config
+    from augkd.train.config import TrainConfig
+
+    runs = expand_grid(axes, seeds)
+    for run in runs:
+        run.overrides = [*overrides, *run.overrides, f"out_dir={out}", f"name={run.name}"]
+        try:
+            cfg = load_config(TrainConfig, config, run.overrides)
+        except ValueError as exc:
+            raise SweepError(f"run {run.name}: {str(exc).splitlines()[0]}") from None
+        if run.point.get("kd", "off").lower() in ("on", "true", "yes") and not cfg.kd.enabled:
+            raise SweepError(f"run {run.name}: kd=on needs a teacher (set kd.teacher in the config or as an override)")
+    return runs
+
+
+def _status(run_dir: Path) -> str:
+    if (run_dir / "summary.json").is_file():
+        return "done"
+    if (run_dir / "last.pt").is_file():
+        return "partial"
+    return "new"
+
+
+def run_sweep(
+    config: str | None,
+    grid: Sequence[str],
+    out: str | Path,
+    seeds: int | Sequence[int] = 1,
+    overrides: Sequence[str] = (),
+    jobs: int = 1,
+    report: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run (or continue) a sweep and write its report; returns ``{"runs": [...], "report": {...} | None}``.
+
+    Args:
+        config: base YAML config (None: the defaults).
+        grid: axes as ``key=v1,v2`` strings.
+        out: sweep folder; runs go to ``<out>/<run name>``, their logs to ``<out>/<run name>/train.log``, the
+            report to ``<out>/report``.
+        seeds: a number of seeds (0..n-1) or an explicit list; 0 or ``[]`` keeps the config's seed.
+        overrides: ``key=value`` applied to every run before the grid's own.
+        jobs: runs at once (each gets ``cpu_count // jobs`` torch threads unless ``threads`` is set).
+        report: write the report when every run is done.
+
+    Raises:
+        SweepError: bad grid or config (before anything runs), or runs that failed (after the others finish).
+    """
+    out = Path(out)
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    axes = parse_grid(grid)
+    if jobs < 1:
+        raise SweepError(f"--jobs must be >= 1, got {jobs}")
+    runs = plan_sweep(config, axes, seed_list, overrides, out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "config": config,
+        "grid": [{"key": a.key, "values": list(a.values)} for a in axes],
+        "seeds": seed_list,
+        "overrides": list(overrides),
+        "runs": [{"name": r.name, "point": r.point} for r in runs],
+    }
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    env = dict(os.environ)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    if jobs > 1:
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+    todo = [r for r in runs if _status(out / r.name) != "done"]
+    log(f"augkd sweep: {len(runs)} runs ({len(runs) - len(todo)} already done) -> {out}")
+    failed: list[str] = []
+
+    def one(i_run: tuple[int, SweepRun]) -> None:
+        i, run = i_run
+        run_dir = out / run.name
+        status = _status(run_dir)
+        cmd = [sys.executable, "-m", "augkd", "train", "--quiet"]
+        if config:
+            cmd += ["--config", str(config)]
+        extra = [f"threads={threads}"] if jobs > 1 and not any(o.startswith("threads=") for o in overrides) else []
+        cmd += [*run.overrides, *extra]
+        cmd += ["--resume"] if status == "partial" else ["--overwrite"]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        log(f"[{i}/{len(todo)}] {run.name}: {'resuming' if status == 'partial' else 'starting'}")
+        with open(run_dir / "train.log", "a") as fh:
+            rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        if rc != 0 or _status(run_dir) != "done":
+            failed.append(run.name)
+            log(f"[{i}/{len(todo)}] {run.name}: FAILED (exit {rc}); see {run_dir / 'train.log'}")
+            return
+        summary = json.loads((run_dir / "summary.json").read_text())
+        log(f"[{i}/{len(todo)}] {run.name}: error {summary.get('final_error')}% in {time.perf_counter() - t0:.0f}s")
+
+    if jobs == 1:
+        for item in enumerate(todo, 1):
+            one(item)
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(one, enumerate(todo, 1)))
+    if failed:
+        raise SweepError(f"{len(failed)} of {len(runs)} runs failed ({', '.join(failed)}); rerun to retry them")
+    result: dict[str, Any] = {"runs": [str(out / r.name) for r in runs], "report": None}
+    if report:
+        from augkd.experiments.report import make_report
+
+        result["report"] = make_report([out], out / "report")
+        log(f"report: {result['report']['markdown']}")
+    return result
