@@ -211,6 +211,56 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ambiguity(args: argparse.Namespace) -> int:
+    import torch
+
+    from augkd.config import build_config
+    from augkd.data import build_datasets
+    from augkd.distill.teacher import load_teacher
+    from augkd.experiments.ambiguity import ambiguity_report
+    from augkd.train.checkpoint import load_checkpoint
+    from augkd.train.config import TrainConfig
+    from augkd.train.loop import Normalize
+
+    if args.images < 1:
+        raise CliError(f"--images must be >= 1, got {args.images}")
+    state = load_checkpoint(args.teacher)
+    if "config" not in state or "model" not in state or not state.get("normalize"):
+        raise CliError(f"{args.teacher}: not an augkd checkpoint (no config/model/normalize entries)")
+    overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
+    cfg = build_config(TrainConfig, state["config"], overrides)
+    train_set, eval_set = build_datasets(cfg.data, quiet=True)
+    dataset = eval_set if args.split == "test" else train_set
+    if dataset.num_classes != len(state["classes"]):
+        raise CliError(f"the teacher has {len(state['classes'])} classes, the data {dataset.num_classes}")
+    teacher = load_teacher(args.teacher, dataset.num_classes, "cpu")
+    norm = state["normalize"]
+    normalize = Normalize(tuple(norm["mean"]), tuple(norm["std"]))
+    n = min(args.images, len(dataset))
+    pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))[:n]
+    res = ambiguity_report(
+        lambda x: teacher(normalize(x)),
+        dataset.images[pick],
+        dataset.labels[pick].long(),
+        list(dataset.classes),
+        args.policy,
+        args.out,
+        args.levels,
+        fill=cfg.augment.fill,
+        seed=args.seed,
+        gallery=args.gallery,
+        source=f"{cfg.data.root} ({args.split})",
+    )
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(f"clean: agreement {res['clean']['agree']:.1f}%, p(true) {res['clean']['p_true']:.3f}")
+    for r in res["policy"]:
+        print(f"{r['op']}: agreement {r['agree']:.1f}%, p(true) {r['p_true']:.3f}, entropy {r['entropy']:.3f}")
+    print("wrote " + ", ".join(res["files"].values()))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -316,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG_SWEEP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_config_args(p, required=True)
+    _add_config_args(p)
     p.add_argument("--grid", nargs="+", required=True, metavar="key=v1,v2", help="grid axes (any config key, or kd)")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per grid point (0: the config's seed)")
     p.add_argument("--out", required=True, help="sweep folder (runs, logs, sweep.json, report/)")
@@ -329,6 +379,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (report.md, report.json, *.png)")
     p.add_argument("--title", default=None, help="report title")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "ambiguity",
+        help="how augmentation destroys meaning: a teacher's confidence per op and level, table + plot + gallery",
+    )
+    p.add_argument("--teacher", required=True, help="a trained augkd checkpoint (best.pt)")
+    p.add_argument("--policy", default="geo-n2-m5", help="policy spec whose ops to measure (e.g. geo-n2-m6)")
+    p.add_argument("--data", help="dataset folder or .zip (default: the teacher's own data.root)")
+    p.add_argument("--split", choices=["test", "train"], default="test", help="which images (default: held out)")
+    p.add_argument("--images", type=int, default=1000, help="how many images (seeded random pick)")
+    p.add_argument("--levels", type=float, nargs="+", default=list(range(11)), help="levels to measure")
+    p.add_argument("--gallery", type=int, default=16, help="most ambiguous images to show (0: none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="ambiguity", help="output folder")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides of the data, e.g. data.cache_dir=..."
+    )
+    p.set_defaults(func=cmd_ambiguity)
 
     p = sub.add_parser("bench", help="benchmarks against the anchors (torchvision, timm, kornia) as JSON")
     p.add_argument("what", choices=["augment", "data", "kd"], help="what to measure")

@@ -102,3 +102,25 @@ def test_policy_plugs_into_training_and_replays(tmp_path, tiny_config):
     assert not torch.equal(run.augment(batch.images, batch.indices, 1), augmented)  # a new epoch, new draws
     summary = train(cfg, quiet=True, overwrite=True)
     assert summary["policy"] == "geo-n2-m5" and summary["final_top1"] is not None
+
+
+def test_policy_off_for_the_last_epochs_equals_no_policy(tmp_path, tiny_config):
+    """augment.off_last_epochs: the switched-off epochs see exactly the base augmentation (paper §3.4)."""
+    plain = train(tiny_config(tmp_path / "a", "epochs=1"), quiet=True)
+    off = train(tiny_config(tmp_path / "b", "epochs=1", "augment.policy=geo-n2-m10", "augment.off_last_epochs=1"))
+    assert off["policy"] == "geo-n2-m10" and off["off_last_epochs"] == 1
+    rows = [json.loads((tmp_path / d / "tiny" / "metrics.jsonl").read_text()) for d in ("a", "b")]
+    assert rows[0]["train_loss"] == rows[1]["train_loss"]
+    assert plain["final_top1"] == off["final_top1"]
+
+
+def test_magnitude_key_sets_the_policy_magnitude(tmp_path, tiny_config):
+    cfg = tiny_config(tmp_path, "augment.policy=ra-n2-m9", "augment.magnitude=3")
+    assert cfg.augment.spec() == "ra-n2-m3"
+    for extra, message in [
+        (("augment.policy=aa-cifar10", "augment.magnitude=3"), "has no magnitude"),
+        (("augment.policy=geo-n2-m4", "augment.magnitude=11"), "m must be in"),
+        (("augment.off_last_epochs=3",), "more than the 2 epochs"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            tiny_config(tmp_path, *extra)

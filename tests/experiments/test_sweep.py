@@ -1,0 +1,126 @@
+"""augkd.experiments.sweep and report: a real 2x2 grid of tiny runs, its report, resuming, bad grids."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from augkd.cli import main
+from augkd.experiments.report import RunRecord, find_axes, make_report
+from augkd.experiments.sweep import SweepError, expand_grid, parse_grid, run_sweep
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory, tiny_overrides, tiny_teacher) -> Path:
+    """A finished sweep: augment.magnitude=0,6 x kd=off,on, one seed, tiny runs (one process each)."""
+    out = tmp_path_factory.mktemp("sweep")
+    overrides = [o for o in tiny_overrides(out) if not o.startswith(("out_dir=", "name="))]
+    overrides += ["augment.policy=geo-n2-m3", f"kd.teacher={tiny_teacher}"]
+    run_sweep(None, ["augment.magnitude=0,6", "kd=off,on"], out, seeds=0, overrides=overrides, log=lambda m: None)
+    return out
+
+
+def test_sweep_runs_every_point_and_reports_their_numbers(sweep_dir: Path) -> None:
+    names = sorted(p.parent.name for p in sweep_dir.glob("*/summary.json"))
+    assert names == ["magnitude-0_kd-off", "magnitude-0_kd-on", "magnitude-6_kd-off", "magnitude-6_kd-on"]
+    summaries = {n: json.loads((sweep_dir / n / "summary.json").read_text()) for n in names}
+    assert summaries["magnitude-6_kd-on"]["policy"] == "geo-n2-m6"
+    assert summaries["magnitude-0_kd-off"]["kd"] is None and summaries["magnitude-0_kd-on"]["kd"]["k"] == 3
+
+    report = json.loads((sweep_dir / "report" / "report.json").read_text())
+    assert report["axes"] == ["augment.magnitude", "kd"]
+    by_point = {(c["point"]["augment.magnitude"], c["point"]["kd"]): c for c in report["cells"]}
+    for (m, kd), cell in by_point.items():
+        assert cell["mean"] == pytest.approx(summaries[f"magnitude-{m}_kd-{kd}"]["final_error"])
+    gains = {g["column"]: g["gain"] for g in report["kd_gain"]}
+    assert gains["6"] == pytest.approx(by_point[("6", "off")]["mean"] - by_point[("6", "on")]["mean"])
+    md = (sweep_dir / "report" / "report.md").read_text()
+    assert "magnitude M=6" in md and "KD gain" in md
+    assert f"{summaries['magnitude-6_kd-on']['final_error']:.2f} ± 0.00 (1)" in md
+    for png in ("error_vs_augment_magnitude.png", "curves.png"):
+        with Image.open(sweep_dir / "report" / png) as img:
+            assert img.format == "PNG" and img.size[0] > 500
+
+
+def test_sweep_again_skips_finished_runs(sweep_dir: Path, tiny_overrides, tiny_teacher) -> None:
+    before = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/summary.json")}
+    overrides = [o for o in tiny_overrides(sweep_dir) if not o.startswith(("out_dir=", "name="))]
+    overrides += ["augment.policy=geo-n2-m3", f"kd.teacher={tiny_teacher}"]
+    logs: list[str] = []
+    run_sweep(None, ["augment.magnitude=0,6", "kd=off,on"], sweep_dir, seeds=0, overrides=overrides, log=logs.append)
+    assert "(4 already done)" in logs[0]
+    assert {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/summary.json")} == before
+
+
+def test_report_cli_on_run_folders(sweep_dir: Path, tmp_path: Path, capsys) -> None:
+    runs = [str(sweep_dir / "magnitude-0_kd-off"), str(sweep_dir / "magnitude-6_kd-off")]
+    assert main(["report", *runs, "--out", str(tmp_path), "--title", "two runs"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["axes"] == ["augment.magnitude"]  # kd is off in both: not an axis
+    assert (tmp_path / "report.md").read_text().startswith("# two runs")
+
+
+def test_expand_grid_names_and_overrides() -> None:
+    runs = expand_grid(parse_grid(["kd.lambda=0.5,1", "kd=off,on"]), seeds=[0, 1])
+    assert len(runs) == 8
+    assert runs[0].name == "lambda-0.5_kd-off_seed-0" and runs[-1].name == "lambda-1_kd-on_seed-1"
+    assert runs[0].overrides == ["kd.lambda=0.5", "kd.teacher=''", "seed=0"]
+    assert runs[1].overrides == ["kd.lambda=0.5", "seed=0"]  # kd=on keeps the base config's teacher
+    assert [r.point["seed"] for r in runs[:4]] == ["0"] * 4  # seeds outermost
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        (["augment.magnitude"], "must look like key=v1,v2"),
+        (["augment.magnitude="], "has no values"),
+        (["kd=maybe"], "takes off/on"),
+        (["kd.k=1,1"], "repeats a value"),
+        (["seed=0,1", "seed=2"], "given twice"),
+    ],
+)
+def test_bad_grid_syntax(grid: list[str], message: str) -> None:
+    with pytest.raises(SweepError, match=message):
+        parse_grid(grid)
+
+
+def test_bad_point_fails_before_any_run(tmp_path: Path, tiny_overrides, capsys) -> None:
+    fixed = [o for o in tiny_overrides(tmp_path) if not o.startswith(("out_dir=", "name="))]
+    out = tmp_path / "s"
+    args = ["sweep", *fixed, "augment.policy=geo-n2-m3", "--out", str(out), "--grid"]
+    assert main([*args, "augment.magnitude=0,12"]) == 2
+    err = capsys.readouterr().err
+    assert "run magnitude-12" in err and "m must be in [0, 10]" in err and err.count("\n") == 1
+    assert main([*args, "augment.magnitude=0", "kd=on"]) == 2
+    assert "kd=on needs a teacher" in capsys.readouterr().err
+    assert main(["sweep", "--config", str(tmp_path / "missing.yaml"), "--out", str(out), "--grid", "seed=0,1"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not out.exists()  # nothing ran, nothing was written
+
+
+def _record(seed: int, teacher: str, lam: float, error: float) -> RunRecord:
+    config = {"seed": seed, "name": f"r{seed}{lam}", "kd.teacher": teacher, "kd.lambda": lam, "epochs": 3}
+    return RunRecord(Path(f"r{seed}-{teacher}-{lam}"), config, {"final_error": error}, [])
+
+
+def test_axes_ignore_seeds_and_map_teacher_to_kd() -> None:
+    runs = [_record(s, t, lam, 10.0) for s in (0, 1) for t in ("", "t.pt") for lam in (0.5, 1.0)]
+    assert find_axes(runs) == ["kd", "kd.lambda"]
+    assert find_axes(runs, ["kd.lambda", "kd"]) == ["kd.lambda", "kd"]
+    runs = [_record(s, "", 1.0, 10.0) for s in (0, 1)]
+    assert find_axes(runs) == []
+
+
+def test_report_averages_seeds(tmp_path: Path) -> None:
+    for seed, err in ((0, 10.0), (1, 14.0)):
+        run = tmp_path / f"run{seed}"
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({"final_error": err, "best_top1": 90.0, "epochs": 1}))
+        (run / "config.yaml").write_text(f"seed: {seed}\nname: run{seed}\nkd:\n  teacher: ''\n")
+    res = make_report([tmp_path], tmp_path / "out")
+    assert res["axes"] == [] and len(res["cells"]) == 1
+    cell = res["cells"][0]
+    assert cell["mean"] == pytest.approx(12.0) and cell["sd"] == pytest.approx(2.8284, abs=1e-4) and cell["n"] == 2
