@@ -83,7 +83,7 @@ def test_stream_run_resumes_exactly_with_rmsproptf_and_ema(tmp_path, make_tree, 
         "model.drop_rate=0.2",
         f"data.root={root}",
         "data.loader=stream",
-        "data.workers=0",
+        "data.workers=1",
         "data.base_aug=rrc-flip",
         "augment.policy=ra-n2-m9",
         "optim.name=rmsproptf",
@@ -147,6 +147,11 @@ def test_imagewoof_efficientnet_b0_with_kd_end_to_end(tmp_path, woof_zip, cache_
     last, best = load_checkpoint(out / "last.pt"), load_checkpoint(out / "best.pt")  # weights_only loads
     assert last["config"]["data"]["loader"] == "stream" and "ema" in last and "state" in last["optimizer"]
     assert set(best["model"]) == set(last["model"])
+    # The EMA averages timm's BatchNorm statistics too (TF's EMA covers the moving statistics): after 3 steps they
+    # differ from the raw model's and from their initial value, and stay finite.
+    ema_var = last["ema"]["module.bn1.running_var"]
+    assert int(last["ema"]["n_averaged"]) == 3 and torch.isfinite(ema_var).all()
+    assert not torch.equal(ema_var, last["model"]["bn1.running_var"]) and not torch.equal(ema_var, torch.ones(32))
     # (3) the checkpoint evaluated at another resolution, through the CLI
     capsys.readouterr()
     assert main(["eval", str(out / "best.pt"), "data.eval_size=96", "data.workers=0", "--json", "--quiet"]) == 0

@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,13 +152,13 @@ def scan_stream_split(
 
 
 class TrainCrop:
-    """The worker's training transform: a decoded photo to ``(3, size, size)`` by the base augmentation.
+    """The worker's training transform: decoded photos to uint8 ``(3, size, size)`` by the base augmentation.
 
-    ``rrc-flip`` draws its box and flip with :meth:`RandomResizedCropFlip.sample` on the full photo's size and
-    resamples the box with torchvision's ``resized_crop`` (bilinear, antialiased): the output is
-    ``torchvision.transforms.v2.RandomResizedCrop`` + ``RandomHorizontalFlip`` with replayable draws. Other
-    kinds see the photo resized and centre-cropped to ``size`` first (the in-memory store's rule), so they
-    match ``loader=memory`` exactly.
+    ``rrc-flip`` draws the boxes and flips of the whole batch at once with :meth:`RandomResizedCropFlip.sample`
+    on each full photo's own size, and resamples each box with torchvision's ``resized_crop`` (bilinear,
+    antialiased): the output is ``torchvision.transforms.v2.RandomResizedCrop`` + ``RandomHorizontalFlip`` with
+    replayable draws. Other kinds see each photo resized and centre-cropped to ``size`` first (the in-memory
+    store's rule) and then run on the batch, so they match ``loader=memory`` exactly.
 
     Args:
         base: the base augmentation (its seed is the run's).
@@ -168,15 +169,20 @@ class TrainCrop:
         self.base, self.size = base, size
         self.full_photo = isinstance(base, RandomResizedCropFlip)
 
-    def __call__(self, image: torch.Tensor, sample_id: int, epoch: int) -> torch.Tensor:
+    def __call__(self, images: list[torch.Tensor], sample_ids: torch.Tensor, epoch: int) -> list[torch.Tensor]:
+        """Crop ``images`` (uint8 ``(3, H, W)`` each, any sizes) of the samples ``sample_ids`` in ``epoch``."""
         if not self.full_photo:
-            return self.base(resize_center_crop(image, self.size).unsqueeze(0), torch.tensor([sample_id]), epoch)[0]
-        p = self.base.sample(torch.tensor([sample_id]), epoch, image.shape[-2:])
-        top, left, height, width = (int(p[k]) for k in ("top", "left", "height", "width"))
-        # One image: torchvision's antialiased resize of the crop (RandomResizedCrop's own resampling, 3x faster
-        # here than the batched roi_align of RandomResizedCropFlip.apply, which needs one box size per batch).
-        out = TF.resized_crop(image, top, left, height, width, [self.size, self.size], antialias=True)
-        return out.flip(-1) if bool(p["flip"]) else out
+            return list(self.base(torch.stack([resize_center_crop(im, self.size) for im in images]), sample_ids, epoch))
+        sizes = torch.tensor([im.shape[-2:] for im in images], dtype=torch.int64).view(-1, 2)
+        p = self.base.sample(sample_ids, epoch, sizes)
+        boxes = torch.stack([p["top"], p["left"], p["height"], p["width"]], dim=1).tolist()
+        out = []
+        # Per photo: torchvision's antialiased resize of the crop (RandomResizedCrop's own resampling, 3x faster
+        # here than the batched roi_align of RandomResizedCropFlip.apply, which wants images of one size).
+        for image, box, flip in zip(images, boxes, p["flip"].tolist()):
+            crop = TF.resized_crop(image, *box, [self.size, self.size], antialias=True)
+            out.append(crop.flip(-1) if flip else crop)
+        return out
 
     def __repr__(self) -> str:
         return f"TrainCrop({self.base!r}, size={self.size})"
@@ -189,16 +195,23 @@ class EvalCrop:
     def __init__(self, size: int, crop_fraction: float = 0.875) -> None:
         self.size, self.crop_fraction = size, crop_fraction
 
-    def __call__(self, image: torch.Tensor, sample_id: int, epoch: int) -> torch.Tensor:
-        return resize_center_crop(image, self.size, self.crop_fraction)
+    def __call__(self, images: list[torch.Tensor], sample_ids: torch.Tensor, epoch: int) -> list[torch.Tensor]:
+        """Centre crops of ``images`` (the sample ids and epoch play no part)."""
+        return [resize_center_crop(im, self.size, self.crop_fraction) for im in images]
 
     def __repr__(self) -> str:
         return f"EvalCrop(size={self.size}, crop_fraction={self.crop_fraction})"
 
 
+#: What a worker returns for one batch: uint8 images, dataset rows, and per row the reason it could not be read
+#: ("" when it could).
+_Chunk = tuple[torch.Tensor, torch.Tensor, list[str]]
+
+
 class _Items(Dataset):
-    """Dataset items keyed by ``(row, epoch)``: the epoch travels with each index, so persistent workers need no
-    state from the main process."""
+    """Batches keyed by ``[(row, epoch), ...]``: the epoch travels with each index, so persistent workers need no
+    state from the main process; ``__getitems__`` makes the DataLoader hand a worker its whole batch, so the
+    crops of a batch are drawn in one vectorized call."""
 
     def __init__(self, dataset: StreamDataset, transform: TrainCrop | EvalCrop) -> None:
         self.dataset, self.transform = dataset, transform
@@ -206,31 +219,42 @@ class _Items(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int, str]:
-        row, epoch = key
-        sample_id = int(self.dataset.sample_ids[row])
-        try:
-            image = self.transform(decode_one(self.dataset.path(row)), sample_id, epoch)
-        except ValueError as err:  # decode_one names the file and the reason; the main process decides
-            return (
-                torch.zeros((3, self.transform.size, self.transform.size), dtype=torch.uint8),
-                row,
-                sample_id,
-                str(err),
-            )
-        return image, row, sample_id, ""
+    def __getitem__(self, key: tuple[int, int]) -> _Chunk:
+        return self.__getitems__([key])
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> _Chunk:
+        rows = [row for row, _ in keys]
+        epoch = keys[0][1]
+        size = self.transform.size
+        images = torch.zeros((len(rows), 3, size, size), dtype=torch.uint8)
+        errors = [""] * len(rows)
+        decoded: list[torch.Tensor] = []
+        good: list[int] = []
+        for i, row in enumerate(rows):
+            try:
+                decoded.append(decode_one(self.dataset.path(row)))
+                good.append(i)
+            except ValueError as err:  # decode_one names the file and the reason; the main process decides
+                errors[i] = str(err)
+        if good:
+            ids = self.dataset.sample_ids[[rows[i] for i in good]]
+            images[good] = torch.stack(self.transform(decoded, ids, epoch))
+        return images, torch.tensor(rows, dtype=torch.int64), errors
 
 
-def _collate(items: list[tuple[torch.Tensor, int, int, str]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    images, rows, _, errors = zip(*items)
-    return torch.stack(images), torch.tensor(rows, dtype=torch.int64), list(errors)
+def _collate(chunk: _Chunk) -> _Chunk:
+    return chunk  # a worker already returns the whole batch
 
 
 class _EpochBatches:
-    """Batch sampler over the loader's current epoch: lists of ``(row, epoch)``, read in the main process."""
+    """Batch sampler over the loader's current epoch: lists of ``(row, epoch)``, read in the main process.
+
+    It holds the loader weakly: a reference cycle would leave the workers to the garbage collector, which tears
+    the DataLoader's queues down in any order and then waits seconds for each worker to time out.
+    """
 
     def __init__(self, loader: StreamLoader) -> None:
-        self.loader = loader
+        self.loader = weakref.proxy(loader)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -300,6 +324,10 @@ class StreamLoader(DeviceLoader):
                 collate_fn=_collate,
                 pin_memory=self.pin_memory,
                 persistent_workers=self.workers > 0,
+                # Its own generator: a DataLoader iterator otherwise draws a worker seed from torch's global RNG,
+                # once per epoch without workers but only in the first epoch with persistent ones, which would
+                # shift dropout and drop-connect after a resume. No draw here depends on that seed.
+                generator=torch.Generator(),
             )
         return self._loader
 
