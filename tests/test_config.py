@@ -103,6 +103,15 @@ def test_yaml_words_like_off_stay_strings(tmp_path):
     assert load_config(TrainConfig, None, ["amp=off"]).amp == "off"
 
 
+def test_exponents_without_a_dot_are_numbers(tmp_path):
+    # YAML 1.1 reads 1e-5 as a string; the EfficientNet recipe writes weight decay and epsilon that way.
+    path = tmp_path / "c.yaml"
+    path.write_text("optim: {weight_decay: 1e-5, eps: 1.0e-3}\n")
+    cfg = load_config(TrainConfig, path, ["optim.lr=2.56E-1", "model.kwargs.x=1e5x"])
+    assert (cfg.optim.weight_decay, cfg.optim.eps, cfg.optim.lr) == (1e-5, 1e-3, 0.256)
+    assert cfg.model.kwargs == {"x": "1e5x"}
+
+
 def test_kd_lambda_key_and_presets():
     cfg = load_config(TrainConfig, None, ["kd.preset=cifar100", "kd.lambda=0.5"])
     assert (cfg.kd.k, cfg.kd.lambda_, cfg.kd.temperature) == (5, 0.5, 2.0)  # explicit lambda wins

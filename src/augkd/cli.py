@@ -62,7 +62,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from augkd.config import build_config
-    from augkd.data import DeviceLoader, build_datasets
+    from augkd.data import DeviceLoader, build_datasets, build_stream_eval_loader
     from augkd.train.checkpoint import load_checkpoint
     from augkd.train.config import TrainConfig
     from augkd.train.loop import Normalize, build_model, evaluate, resolve_amp, resolve_device
@@ -72,7 +72,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CliError(f"{args.checkpoint}: not an augkd checkpoint (no config/model entries)")
     cfg = build_config(TrainConfig, state["config"], args.overrides)
     device = resolve_device(cfg.device)
-    _, eval_set = build_datasets(cfg.data, quiet=args.quiet)
+    if cfg.data.loader == "stream":
+        loader = build_stream_eval_loader(cfg.data, cfg.eval_batch_size, device)
+        eval_set = loader.dataset
+    else:
+        _, eval_set = build_datasets(cfg.data, quiet=args.quiet)
+        loader = DeviceLoader(eval_set, cfg.eval_batch_size, shuffle=False, drop_last=False, device=device)
     if eval_set.num_classes != len(state["classes"]):
         raise CliError(f"the checkpoint has {len(state['classes'])} classes, the eval data {eval_set.num_classes}")
     model = build_model(cfg, eval_set.num_classes).to(device)
@@ -81,7 +86,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         model = model.to(memory_format=torch.channels_last)
     norm = state.get("normalize") or {}
     normalize = Normalize(tuple(norm["mean"]), tuple(norm["std"]), channels_last=cfg.channels_last).to(device)
-    loader = DeviceLoader(eval_set, cfg.eval_batch_size, shuffle=False, drop_last=False, seed=0, device=device)
     res = evaluate(model, loader, normalize, resolve_amp(cfg.amp, device), flip=args.flip, progress=not args.quiet)
     res.update(checkpoint=str(args.checkpoint), model=cfg.model.name, eval_size=cfg.data.resolved_eval_size)
     if args.json:

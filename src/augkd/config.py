@@ -45,7 +45,8 @@ class ConfigError(ValueError):
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only ``true``/``false`` are bools, so ``amp: off`` stays the string ``"off"``."""
+    """YAML 1.2 booleans: only ``true``/``false`` are bools, so ``amp: off`` stays the string ``"off"``; YAML 1.2
+    floats: ``1e-5`` (no dot) is a number, not the string YAML 1.1 makes of it."""
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -54,6 +55,9 @@ _Loader.yaml_implicit_resolvers = {
 }
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789.")
 )
 
 

@@ -135,6 +135,22 @@ def test_rrc_params_follow_torchvision_semantics():
     assert 0.45 < p["flip"].float().mean() < 0.55
 
 
+@pytest.mark.parametrize("scale", [(0.08, 1.0), (0.9, 1.0)])
+def test_rrc_per_image_sizes_equal_one_call_per_image(scale):
+    # Photos of different sizes in one call (the stream loader's workers): each gets its own-size draws.
+    aug = RandomResizedCropFlip(32, scale=scale, seed=3)
+    sizes = [(48, 64), (320, 480), (500, 333), (40, 400), (400, 40), (33, 33), (7, 300), (300, 7)] * 4
+    ids = torch.arange(100, 100 + len(sizes))
+    batched = aug.sample(ids, 2, torch.tensor(sizes))
+    for i, (sid, hw) in enumerate(zip(ids, sizes)):
+        one = aug.sample(sid.view(1), 2, hw)
+        assert {k: int(v[i]) for k, v in batched.items()} == {k: int(v[0]) for k, v in one.items()}, hw
+    # No crop of a 7x300 strip has an aspect ratio in [3/4, 4/3] and the area: the centred fallback, both ways.
+    for i in (6, 7):
+        box = [int(batched[k][i]) for k in ("top", "left", "height", "width")]
+        assert box == ([0, (300 - 9) // 2, 7, 9] if i == 6 else [(300 - 9) // 2, 0, 9, 7])
+
+
 def test_rrc_output_is_uint8_at_size():
     aug = RandomResizedCropFlip(24, seed=0)
     out = aug(_images(8, 40, 56), torch.arange(8), 0)

@@ -267,21 +267,38 @@ class RandomResizedCropFlip(BaseAugment):
             return h, round(h * self.ratio[1])
         return h, w
 
-    def sample(self, indices: torch.Tensor, epoch: int, image_size: int | Sequence[int] | None = None) -> Params:
+    def _fallback_sizes(self, h: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_fallback` per image (float64, rounding half to even like Python's ``round``)."""
+        in_ratio = w.double() / h.double()
+        fb_h = torch.where(in_ratio < self.ratio[0], torch.round(w.double() / self.ratio[0]).long(), h)
+        fb_w = torch.where(in_ratio > self.ratio[1], torch.round(h.double() * self.ratio[1]).long(), w)
+        return fb_h, fb_w
+
+    def sample(
+        self, indices: torch.Tensor, epoch: int, image_size: int | Sequence[int] | torch.Tensor | None = None
+    ) -> Params:
+        """Per-image crop boxes and flips; ``image_size`` may also be an int tensor ``(B, 2)`` of each image's
+        ``(H, W)`` (photos of different sizes), giving for every image what a call with its own size gives."""
         index = _check_indices(indices, epoch)
-        h, w = _size_hw(self.size if image_size is None else image_size)
+        if isinstance(image_size, torch.Tensor):
+            hw = image_size.to(device=index.device, dtype=torch.int64).view(-1, 2)
+            h, w = hw[:, 0], hw[:, 1]
+            hc, wc = h.view(-1, 1), w.view(-1, 1)  # against the (B, T) tries
+            fb_h, fb_w = self._fallback_sizes(h, w)
+        else:
+            h, w = hc, wc = _size_hw(self.size if image_size is None else image_size)
+            fb_h, fb_w = self._fallback(h, w)
         tries = index.view(-1, 1) * _TRY_STRIDE + torch.arange(self.tries, device=index.device)  # (B, T)
         u_scale = rng.uniform(self.seed, epoch, tries, rng.SLOTS["rrc_scale"])
         u_ratio = rng.uniform(self.seed, epoch, tries, rng.SLOTS["rrc_ratio"])
-        area = (h * w) * (self.scale[0] + u_scale * (self.scale[1] - self.scale[0]))
+        area = (hc * wc) * (self.scale[0] + u_scale * (self.scale[1] - self.scale[0]))
         log_lo, log_hi = math.log(self.ratio[0]), math.log(self.ratio[1])
         aspect = torch.exp(log_lo + u_ratio * (log_hi - log_lo))
         cw = torch.round(torch.sqrt(area * aspect)).to(torch.int64)
         ch = torch.round(torch.sqrt(area / aspect)).to(torch.int64)
-        fits = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+        fits = (cw > 0) & (cw <= wc) & (ch > 0) & (ch <= hc)
         first = fits.to(torch.int8).argmax(dim=1, keepdim=True)  # first fitting try (0 when none fits)
         found = fits.any(dim=1)
-        fb_h, fb_w = self._fallback(h, w)
         height = torch.where(found, ch.gather(1, first).squeeze(1), fb_h)
         width = torch.where(found, cw.gather(1, first).squeeze(1), fb_w)
         top = rng.randint(self.seed, epoch, index, rng.SLOTS["crop_y"], h - height + 1)

@@ -8,6 +8,7 @@
 - :mod:`augkd.data.memory`: :class:`InMemoryDataset`, stable sample ids, stratified subsets.
 - :mod:`augkd.data.cifar`: CIFAR-10/100 in torchvision's formats.
 - :mod:`augkd.data.loader`: :class:`DeviceLoader` and :class:`Batch`.
+- :mod:`augkd.data.stream`: :class:`StreamLoader`, JPEGs decoded per batch by DataLoader workers (ImageNet-sized).
 - :mod:`augkd.data.build`: :func:`build_datasets`, :func:`dataset_stats`, :func:`describe_dataset`.
 
 Example:
@@ -20,6 +21,7 @@ from augkd.data.build import NORMALIZATION, build_datasets, dataset_stats, descr
 from augkd.data.config import DataConfig
 from augkd.data.loader import Batch, DeviceLoader, epoch_permutation
 from augkd.data.memory import InMemoryDataset, load_folder_split, stratified_positions, subset_per_class
+from augkd.data.stream import StreamDataset, StreamLoader, build_stream_eval_loader, build_stream_loaders
 
 __all__ = [
     "NORMALIZATION",
@@ -27,7 +29,11 @@ __all__ = [
     "DataConfig",
     "DeviceLoader",
     "InMemoryDataset",
+    "StreamDataset",
+    "StreamLoader",
     "build_datasets",
+    "build_stream_eval_loader",
+    "build_stream_loaders",
     "dataset_stats",
     "describe_dataset",
     "epoch_permutation",

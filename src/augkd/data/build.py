@@ -170,7 +170,9 @@ def describe_dataset(cfg: DataConfig, prepare: bool = False, quiet: bool = True)
         info = {"train": _planned(train_plan, classes), "eval": _planned(test_plan, classes)}
         bad = []
         notes.append("folders scanned only; unreadable files show up with --prepare")
-    if cfg.resolved_eval_size != cfg.image_size:
+    if cfg.loader == "stream":
+        notes.append("data.loader=stream: training reads the files above per batch; no decoded cache is used")
+    elif cfg.resolved_eval_size != cfg.image_size:
         notes.append(f"training images are stored at {cfg.image_size}px, eval images at {cfg.resolved_eval_size}px")
     return {
         "dataset": cfg.dataset,

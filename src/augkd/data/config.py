@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BASE_AUGS", "DATASET_KINDS", "DataConfig"]
+__all__ = ["BASE_AUGS", "DATASET_KINDS", "LOADERS", "DataConfig"]
 
 #: ``cifar10``/``cifar100``: torchvision's official on-disk formats; ``folder``: ImageNet layout
 #: (``<root>/train/<class>/*``, ``<root>/val|test/<class>/*``), from a folder or a ``.zip`` of one.
 DATASET_KINDS = ("cifar10", "cifar100", "folder")
 #: ``auto`` picks ``crop-flip`` for images of 64 px or less and ``rrc-flip`` above.
 BASE_AUGS = ("auto", "crop-flip", "rrc-flip", "flip", "none")
+#: ``memory``: decoded once into one uint8 tensor (:mod:`augkd.data.memory`); ``stream``: JPEGs decoded per batch by
+#: DataLoader workers (:mod:`augkd.data.stream`), for sets too large for memory such as ImageNet.
+LOADERS = ("memory", "stream")
 #: Normalization statistics by name (values in :func:`augkd.data.build.dataset_stats`).
 NORM_STATS = ("auto", "cifar10", "cifar100", "imagenet")
 
@@ -56,6 +59,13 @@ class DataConfig:
     """Evaluation images larger than ``eval_size`` are resized so a centre crop keeps this fraction of their
     shorter side (0.875: resize 256, crop 224); training images keep the largest centred square. Images whose
     shorter side already equals the size are only centre-cropped (32x32 CIFAR images stay exact)."""
+    loader: str = "memory"
+    """``memory``: decode every image once into an in-memory uint8 tensor (cached on disk) and serve batches from it;
+    ``stream``: decode the files of every batch in ``workers`` DataLoader processes, random-resized-crop and flip
+    each full-size photo there to ``image_size`` (the base augmentation, replayable from (seed, epoch, sample id)),
+    and centre-crop evaluation images at ``eval_size`` (``folder`` datasets; for ImageNet-sized sets)."""
+    workers: int = 2
+    """DataLoader worker processes of ``loader=stream`` (0 decodes in the training process)."""
     norm_stats: str = "auto"
     """Normalization mean/std: ``cifar10``, ``cifar100``, ``imagenet`` or ``auto`` (by dataset kind; a folder
     or archive whose name starts with ``cifar10``/``cifar100`` gets those, any other folder ImageNet's)."""
@@ -73,6 +83,14 @@ class DataConfig:
         for name in ("eval_size", "subset_per_class", "test_subset_per_class", "crop_padding"):
             if getattr(self, name) < 0:
                 raise ValueError(f"data.{name} must be >= 0; got {getattr(self, name)!r}")
+        if self.loader not in LOADERS:
+            raise ValueError(f"data.loader must be one of {', '.join(LOADERS)}; got {self.loader!r}")
+        if self.loader == "stream" and self.dataset != "folder":
+            raise ValueError(
+                f"data.loader=stream reads image folders; it needs data.dataset=folder, not {self.dataset!r}"
+            )
+        if self.workers < 0:
+            raise ValueError(f"data.workers must be >= 0; got {self.workers!r}")
         if self.decode_workers < 1:
             raise ValueError(f"data.decode_workers must be >= 1; got {self.decode_workers!r}")
         if not 0.0 < self.rrc_scale_min <= 1.0:

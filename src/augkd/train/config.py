@@ -21,7 +21,9 @@ from augkd.data.config import DataConfig
 
 __all__ = ["KD_PRESETS", "AugmentConfig", "EmaConfig", "KdConfig", "ModelConfig", "OptimConfig", "TrainConfig"]
 
-SCHEDULES = ("cosine", "step", "onecycle", "constant")
+SCHEDULES = ("cosine", "step", "onecycle", "constant", "exponential")
+#: ``sgd``: torch's SGD (optionally Nesterov); ``rmsproptf``: timm's RMSpropTF, TensorFlow's RMSProp (EfficientNet).
+OPTIMIZERS = ("sgd", "rmsproptf")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
 
@@ -33,8 +35,24 @@ class ModelConfig:
     """Registered model name."""
     drop_rate: float | None = None
     """Dropout before the classifier (None keeps the model's default)."""
+    drop_path_rate: float | None = None
+    """Drop-connect (stochastic depth) rate of models that take one, e.g. EfficientNet (None keeps the model's
+    default: 0.2 for EfficientNet-B0..B8)."""
+    bn_momentum: float | None = None
+    """Momentum of every BatchNorm layer in torch's convention (weight of the new batch statistic), set after the
+    model is built: TensorFlow's decay 0.99 (EfficientNet) is 0.01 here. At most 0.5, so that a TensorFlow decay
+    written by mistake is an error. None keeps the model's own (torch's 0.1)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra builder arguments, e.g. ``{width: 32}``."""
+
+    def __post_init__(self) -> None:
+        if self.bn_momentum is not None and not 0.0 < self.bn_momentum <= 0.5:
+            raise ValueError(
+                f"model.bn_momentum must be in (0, 0.5] in torch's convention (TF's decay 0.99 is 0.01); "
+                f"got {self.bn_momentum!r}"
+            )
+        if self.drop_path_rate is not None and not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"model.drop_path_rate must be in [0, 1); got {self.drop_path_rate!r}")
 
 
 @dataclass
@@ -71,21 +89,29 @@ class AugmentConfig:
 
 @dataclass
 class OptimConfig:
-    """SGD with Nesterov momentum and a per-step learning-rate schedule."""
+    """The optimizer (SGD or TensorFlow-style RMSProp) and its per-step learning-rate schedule."""
 
+    name: str = "sgd"
+    """``sgd`` (torch's SGD, Nesterov per ``nesterov``) or ``rmsproptf`` (timm's RMSpropTF: TensorFlow's RMSProp
+    with epsilon inside the square root, as EfficientNet was trained; decay ``alpha``, ``eps``, ``momentum``)."""
     lr: float = 0.1
     """Peak learning rate for the batch size of the run (no automatic scaling)."""
     momentum: float = 0.9
-    """SGD momentum."""
+    """Momentum (SGD's, or RMSpropTF's)."""
     nesterov: bool = True
-    """Nesterov momentum."""
+    """Nesterov momentum (SGD only)."""
+    alpha: float = 0.9
+    """Decay of RMSpropTF's running mean of squared gradients (TensorFlow's RMSProp ``decay``; rmsproptf only)."""
+    eps: float = 1e-3
+    """Epsilon of RMSpropTF, added inside the square root as in TensorFlow (EfficientNet: 1e-3; rmsproptf only)."""
     weight_decay: float = 5e-4
     """L2 weight decay (applied to conv and linear weights; not to BN or biases when ``no_decay_bn``)."""
     no_decay_bn: bool = True
     """Exclude normalization parameters and biases from weight decay."""
     schedule: str = "cosine"
     """``cosine`` (to ``min_lr``), ``step`` (multiply by ``gamma`` at ``milestones``), ``onecycle``
-    (linear up over ``warmup_epochs``, then linear down to zero) or ``constant``."""
+    (linear up over ``warmup_epochs``, then linear down to zero), ``exponential`` (multiply by ``decay_rate``
+    every ``decay_epochs``, staircase, EfficientNet's) or ``constant``."""
     warmup_epochs: float = 0.0
     """Linear warm-up from ``lr * warmup_start`` (epochs, may be fractional)."""
     warmup_start: float = 0.0
@@ -96,12 +122,27 @@ class OptimConfig:
     """Epochs at which the ``step`` schedule multiplies the learning rate by ``gamma``."""
     gamma: float = 0.1
     """Factor of the ``step`` schedule."""
+    decay_rate: float = 0.97
+    """Factor of the ``exponential`` schedule, applied every ``decay_epochs`` (EfficientNet: 0.97)."""
+    decay_epochs: float = 2.4
+    """Period of the ``exponential`` schedule in epochs, may be fractional (EfficientNet: 2.4)."""
     label_smoothing: float = 0.0
     """Label smoothing of the cross-entropy."""
     grad_clip: float = 0.0
     """Clip the global gradient norm to this value (0 disables)."""
 
     def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"optim.name must be one of {', '.join(OPTIMIZERS)}; got {self.name!r}")
+        if not 0 <= self.alpha < 1:
+            raise ValueError(f"optim.alpha must be in [0, 1); got {self.alpha!r}")
+        if not self.eps > 0:
+            raise ValueError(f"optim.eps must be > 0; got {self.eps!r}")
+        if not 0 < self.decay_rate <= 1 or not self.decay_epochs > 0:
+            raise ValueError(
+                f"optim.decay_rate must be in (0, 1] and optim.decay_epochs > 0; got {self.decay_rate!r}, "
+                f"{self.decay_epochs!r}"
+            )
         if self.schedule not in SCHEDULES:
             raise ValueError(f"optim.schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
         if self.lr <= 0:

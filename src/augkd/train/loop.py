@@ -34,7 +34,7 @@ from augkd.augment import rng
 from augkd.augment.base import build_base_augment
 from augkd.augment.spec import build_policy
 from augkd.config import config_to_dict
-from augkd.data import DeviceLoader, build_datasets, dataset_stats
+from augkd.data import DeviceLoader, build_datasets, build_stream_loaders, dataset_stats
 from augkd.distill.loss import TopKKL
 from augkd.distill.teacher import TeacherError, load_teacher
 from augkd.io import atomic_write_text
@@ -182,15 +182,45 @@ def _param_groups(model: nn.Module, weight_decay: float, no_decay_bn: bool) -> l
     return groups
 
 
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """``optim.name``: torch's SGD, or timm's RMSpropTF (TensorFlow's RMSProp, EfficientNet's recipe).
+
+    Both get the same parameter groups (weight decay off for normalization parameters and biases with
+    ``optim.no_decay_bn``); the learning rate is set every step from :func:`~augkd.train.schedule.lr_factor`.
+    """
+    groups = _param_groups(model, cfg.optim.weight_decay, cfg.optim.no_decay_bn)
+    o = cfg.optim
+    if o.name == "rmsproptf":
+        from timm.optim import RMSpropTF
+
+        # weight decay as an L2 term in the gradient, as TF's EfficientNet adds it to the loss
+        return RMSpropTF(groups, lr=o.lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum)
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
+
+
+def set_bn_momentum(model: nn.Module, momentum: float) -> int:
+    """Set ``momentum`` (torch convention: 1 - TensorFlow's decay) on every BatchNorm layer; returns how many."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in layers:
+        m.momentum = momentum
+    return len(layers)
+
+
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    """The configured model (``model.name``, ``model.drop_rate``, ``model.kwargs``)."""
+    """The configured model (``model.name``, ``model.drop_rate``, ``model.drop_path_rate``, ``model.kwargs``,
+    then ``model.bn_momentum`` on its BatchNorm layers)."""
     kwargs = dict(cfg.model.kwargs)
     if cfg.model.drop_rate is not None:
         kwargs["drop_rate"] = cfg.model.drop_rate
+    if cfg.model.drop_path_rate is not None:
+        kwargs["drop_path_rate"] = cfg.model.drop_path_rate
     try:
-        return create_model(cfg.model.name, num_classes=num_classes, **kwargs)
+        model = create_model(cfg.model.name, num_classes=num_classes, **kwargs)
     except TypeError as exc:
         raise RunError(f"model.kwargs {kwargs} do not fit model {cfg.model.name!r}: {exc}") from None
+    if cfg.model.bn_momentum is not None and set_bn_momentum(model, cfg.model.bn_momentum) == 0:
+        raise RunError(f"model.bn_momentum is set but model {cfg.model.name!r} has no BatchNorm layers")
+    return model
 
 
 def build_distillation_task(
@@ -224,7 +254,14 @@ def setup_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, overw
     amp_dtype = resolve_amp(cfg.amp, device)
     torch.manual_seed(cfg.seed)
 
-    train_set, eval_set = build_datasets(cfg.data, quiet=quiet)
+    stream = cfg.data.loader == "stream"  # JPEGs decoded per batch by workers, base augmentation done there
+    if stream:
+        train_loader, eval_loader = build_stream_loaders(
+            cfg.data, cfg.batch_size, cfg.eval_batch_size, seed=cfg.seed, device=device
+        )
+        train_set, eval_set = train_loader.dataset, eval_loader.dataset
+    else:
+        train_set, eval_set = build_datasets(cfg.data, quiet=quiet)
     stats = dataset_stats(cfg.data)
     model = build_model(cfg, train_set.num_classes).to(device)
     if cfg.channels_last:
@@ -234,15 +271,10 @@ def setup_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, overw
         ema = torch.optim.swa_utils.AveragedModel(
             model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema.decay), use_buffers=True
         )
-    optimizer = torch.optim.SGD(
-        _param_groups(model, cfg.optim.weight_decay, cfg.optim.no_decay_bn),
-        lr=cfg.optim.lr,
-        momentum=cfg.optim.momentum,
-        nesterov=cfg.optim.nesterov and cfg.optim.momentum > 0,
-    )
+    optimizer = build_optimizer(cfg, model)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     base = build_base_augment(
-        cfg.data.base_aug,
+        "none" if stream else cfg.data.base_aug,
         cfg.data.image_size,
         seed=cfg.seed,
         padding=cfg.data.crop_padding,
@@ -252,10 +284,13 @@ def setup_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, overw
     policy_epochs = cfg.epochs - cfg.augment.off_last_epochs if cfg.augment.off_last_epochs else None
     augment = TrainAugment(base, policy, policy_epochs).to(device)
     normalize = Normalize(stats["mean"], stats["std"], channels_last=cfg.channels_last).to(device)
-    train_loader = DeviceLoader(train_set, cfg.batch_size, shuffle=True, drop_last=True, seed=cfg.seed, device=device)
+    if not stream:
+        train_loader = DeviceLoader(
+            train_set, cfg.batch_size, shuffle=True, drop_last=True, seed=cfg.seed, device=device
+        )
+        eval_loader = DeviceLoader(eval_set, cfg.eval_batch_size, shuffle=False, drop_last=False, device=device)
     if len(train_loader) == 0:
         raise RunError(f"batch_size={cfg.batch_size} is larger than the {len(train_set)} training images")
-    eval_loader = DeviceLoader(eval_set, cfg.eval_batch_size, shuffle=False, drop_last=False, seed=0, device=device)
     task: nn.Module = ClassificationTask(cfg.optim.label_smoothing)
     if cfg.kd.enabled:
         task = build_distillation_task(cfg, train_set.num_classes, device, (stats["mean"], stats["std"]))

@@ -1,4 +1,11 @@
-"""Per-step learning-rate schedules (warm-up, cosine, step, one-cycle) as a multiplier of the peak rate."""
+"""Per-step learning-rate schedules (warm-up, cosine, step, one-cycle, exponential) as a multiplier of the peak rate.
+
+One pure function of the optimizer step rather than timm's scheduler objects: timm's schedulers are stateful
+(stepped per epoch or per update, with their own state dict), while a function of the step alone makes an exact
+resume need nothing but the step count saved in ``last.pt``, and keeps every schedule's warm-up in one place.
+The ``exponential`` schedule is the staircase of TensorFlow's EfficientNet trainer (and of timm's
+``StepLRScheduler`` with ``decay_t=2.4, decay_rate=0.97``), counted in optimizer steps.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +22,9 @@ def lr_factor(cfg: OptimConfig, step: int, steps_per_epoch: int, total_steps: in
 
     Warm-up rises linearly from ``warmup_start`` to 1 over ``warmup_epochs``. After it, ``cosine`` decays to
     ``min_lr / lr`` at the last step, ``onecycle`` decays linearly to zero, ``step`` multiplies by ``gamma`` at
-    each milestone epoch, ``constant`` stays at 1.
+    each milestone epoch, ``exponential`` is ``decay_rate ** (step // decay_steps)`` with ``decay_steps =
+    round(decay_epochs * steps_per_epoch)`` (a staircase counted from step 0, as TensorFlow's EfficientNet
+    trainer does: the warm-up replaces the first steps, it does not delay the decay), ``constant`` stays at 1.
     """
     warm = round(cfg.warmup_epochs * steps_per_epoch)
     if step < warm:
@@ -27,6 +36,9 @@ def lr_factor(cfg: OptimConfig, step: int, steps_per_epoch: int, total_steps: in
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
     if cfg.schedule == "onecycle":
         return max(0.0, 1.0 - (step - warm + 1) / rest)
+    if cfg.schedule == "exponential":
+        decay_steps = max(1, round(cfg.decay_epochs * steps_per_epoch))
+        return cfg.decay_rate ** (step // decay_steps)
     if cfg.schedule == "step":
         epoch = step / steps_per_epoch
         return cfg.gamma ** bisect.bisect_right(cfg.milestones, epoch)
