@@ -115,7 +115,10 @@ class DistillationTask(nn.Module):
         """The teacher's summary of the batch: here from a live forward pass."""
         if self.teacher is None:
             raise RuntimeError("this distillation task has no live teacher")
-        return teacher_top_k(self.teacher(images), self.kd_loss.k, self.kd_loss.temperature, labels)
+        needs_labels = self.weighting != "constant"  # entropy and log p(label) only feed the weights
+        return teacher_top_k(
+            self.teacher(images), self.kd_loss.k, self.kd_loss.temperature, labels if needs_labels else None
+        )
 
     def _kd(self, logits: torch.Tensor, teacher: TeacherTopK) -> torch.Tensor:
         weights = top_k_weights(teacher, logits.shape[1], self.weighting)
