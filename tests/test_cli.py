@@ -106,9 +106,10 @@ def test_unreadable_image_is_one_line(capsys, tmp_path, make_tree):
     assert "0001.jpg" in err and "unreadable" in err
 
 
-def test_bench_kd_reports_the_three_costs(capsys):
+def test_bench_kd_reports_live_and_cached_costs(capsys):
     assert main(["bench", "kd", "--quick", "--batch-size", "32", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert set(res["seconds"]) == {"plain_step", "teacher_forward", "kd_step"}
+    assert set(res["seconds"]) == {"plain_step", "teacher_forward", "kd_step", "cached_kd_step", "cache_lookup"}
     assert all(t > 0 for t in res["seconds"].values())
-    assert res["kd_loss"] > 0 and res["kd_over_plain_plus_teacher"] > 0
+    assert res["kd_loss"] > 0 and res["kd_over_plain_plus_teacher"] > 0 and res["cached_over_plain"] > 0
+    assert res["cached_kd_loss"] == res["kd_loss"]  # the cache holds what the live teacher computes

@@ -25,6 +25,14 @@ examples:
 overrides are dotted config keys (see `augkd config --list`); values are YAML scalars or lists.
 """
 
+EPILOG_TEACHER_CACHE = """\
+examples:
+  augkd teacher-cache --config configs/cifar10-demo.yaml augment.policy=geo-n2-m6 \\
+      --teacher runs/teacher/best.pt --epochs 8 --k 10 --out runs/cache-geo6
+  augkd train --config configs/cifar10-demo.yaml augment.policy=geo-n2-m6 kd.cache=runs/cache-geo6 kd.k=3
+the overrides must be the student's (seed, augment.*, data.*, amp): any mismatch is an error at train time.
+"""
+
 
 EPILOG_SWEEP = """\
 examples:
@@ -55,6 +63,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _load_train_config(args.config, args.overrides)
     train(cfg, resume=args.resume, quiet=args.quiet, overwrite=args.overwrite)
+    return 0
+
+
+def cmd_teacher_cache(args: argparse.Namespace) -> int:
+    from augkd.train.teacher_cache import build_teacher_cache
+
+    cfg = _load_train_config(args.config, args.overrides)
+    summary = build_teacher_cache(
+        cfg,
+        args.out,
+        teacher=args.teacher,
+        epochs=args.epochs,
+        k=args.k,
+        logits_dtype=args.dtype,
+        quiet=args.quiet or args.json,
+    )
+    if args.json:
+        print(json.dumps(summary))
     return 0
 
 
@@ -327,6 +353,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="start over in an existing run folder")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or per-epoch lines (CI)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "teacher-cache",
+        help="store a teacher's top-K outputs on every augmented training image (then train with kd.cache=DIR)",
+        epilog=EPILOG_TEACHER_CACHE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_config_args(p)
+    p.add_argument("--teacher", help="teacher checkpoint (default: kd.teacher)")
+    p.add_argument("--out", required=True, help="cache folder (resumed if it holds a cache of the same settings)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs 0..E-1 to cover (default: the config's epochs)")
+    p.add_argument("--k", type=int, default=None, help="top classes kept per image (default: kd.k)")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage of the top-K logits")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary line")
+    p.set_defaults(func=cmd_teacher_cache)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on its eval split (top-1, top-5, loss)")
     p.add_argument("checkpoint", help="an augkd checkpoint (best.pt or last.pt)")

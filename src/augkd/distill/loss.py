@@ -17,17 +17,117 @@ teacher and student on those classes only, at temperature T. The paper's text su
 
 With ``K = C`` both readings equal Hinton's knowledge distillation ``KL(p_T || p_S)``. The result is scaled by
 ``T^2`` by default, as in Hinton et al., so that gradient magnitudes do not shrink with the temperature.
+
+The loss is computed from a :class:`TeacherTopK` summary of the teacher (:func:`teacher_top_k`): its top-K classes
+and logits, plus ``logsumexp(z / T)`` over all classes for ``partial``. A live teacher is summarized on the fly; the
+soft-label cache (:mod:`augkd.distill.cache`) stores the same summary, so both paths run the same arithmetic.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["KD_MODES", "TopKKL", "top_k_kl"]
+__all__ = ["KD_MODES", "TeacherTopK", "TopKKL", "teacher_top_k", "top_k_kl", "top_k_kl_from_teacher"]
 
 KD_MODES = ("renorm", "partial")
+
+
+class TeacherTopK(NamedTuple):
+    """Everything the KD loss and the per-image weights need from the teacher, per image.
+
+    A live teacher's logits are summarized by :func:`teacher_top_k`; the soft-label cache
+    (:mod:`augkd.distill.cache`) stores exactly these fields, so a cached and a live run compute the loss from
+    the very same numbers.
+
+    Attributes:
+        indices: int64 ``(B, K)`` the teacher's K highest classes, highest first.
+        logits: ``(B, K)`` the teacher's logits at those classes (temperature 1).
+        lse: ``(B,)`` ``logsumexp(z / T)`` over all classes at the loss's temperature (``partial`` mode needs it),
+            or None when it is not known at that temperature.
+        entropy: ``(B,)`` entropy (nats) of the teacher's full softmax at T = 1, or None.
+        log_p_label: ``(B,)`` the teacher's log-probability of the true label at T = 1, or None.
+    """
+
+    indices: torch.Tensor
+    logits: torch.Tensor
+    lse: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
+    log_p_label: torch.Tensor | None = None
+
+
+def logsumexp_at(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``logsumexp(logits / T)`` over the classes (one function, so live and cached values agree bit for bit)."""
+    return torch.logsumexp(logits / temperature, dim=1)
+
+
+def teacher_top_k(
+    teacher_logits: torch.Tensor, k: int, temperature: float = 1.0, labels: torch.Tensor | None = None
+) -> TeacherTopK:
+    """Summarize full teacher logits into a :class:`TeacherTopK` (no gradient, float32 or wider, no autocast).
+
+    Args:
+        teacher_logits: (B, C) logits of the teacher.
+        k: number of top classes to keep, 1 <= k <= C.
+        temperature: the temperature ``lse`` is taken at.
+        labels: (B,) true labels; when given, ``entropy`` and ``log_p_label`` are filled in too.
+    """
+    dtype = torch.promote_types(teacher_logits.dtype, torch.float32)
+    with torch.no_grad(), torch.autocast(teacher_logits.device.type, enabled=False):
+        z = teacher_logits.detach().to(dtype)
+        values, indices = z.topk(k, dim=1)
+        lse = logsumexp_at(z, temperature)
+        entropy = log_p_label = None
+        if labels is not None:
+            log_p = F.log_softmax(z, dim=1)
+            entropy = -(log_p.exp() * log_p).sum(dim=1)
+            log_p_label = log_p.gather(1, labels[:, None]).squeeze(1)
+    return TeacherTopK(indices, values, lse, entropy, log_p_label)
+
+
+def top_k_kl_from_teacher(
+    student_logits: torch.Tensor,
+    teacher: TeacherTopK,
+    temperature: float = 1.0,
+    mode: str = "renorm",
+    t2_scale: bool = True,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """:func:`top_k_kl` from the teacher's top-K summary instead of its full logits (the K is ``teacher``'s).
+
+    ``renorm`` needs only the top-K logits, so it works at any temperature; ``partial`` also needs
+    ``teacher.lse`` taken at this very temperature.
+
+    Raises:
+        ValueError: ``partial`` without ``teacher.lse``, a bad mode or reduction.
+    """
+    if mode not in KD_MODES:
+        raise ValueError(f"mode must be one of {', '.join(KD_MODES)}; got {mode!r}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be mean, sum or none; got {reduction!r}")
+    dtype = torch.promote_types(student_logits.dtype, torch.float32)  # float64 stays float64 (gradcheck)
+    s = student_logits.to(dtype) / temperature
+    t_top = teacher.logits.detach().to(dtype) / temperature
+    s_top = s.gather(1, teacher.indices)
+    if mode == "renorm":
+        log_t = F.log_softmax(t_top, dim=1)
+        log_s = F.log_softmax(s_top, dim=1)
+    else:
+        if teacher.lse is None:
+            raise ValueError("mode=partial needs the teacher's log-sum-exp over all classes at this temperature")
+        log_t = t_top - teacher.lse.detach().to(dtype)[:, None]
+        log_s = s_top - torch.logsumexp(s, dim=1, keepdim=True)
+    per_image = (log_t.exp() * (log_t - log_s)).sum(dim=1)
+    if t2_scale:
+        per_image = per_image * (temperature * temperature)
+    if reduction == "mean":
+        return per_image.mean()
+    if reduction == "sum":
+        return per_image.sum()
+    return per_image
 
 
 def top_k_kl(
@@ -67,24 +167,8 @@ def top_k_kl(
         raise ValueError(f"mode must be one of {', '.join(KD_MODES)}; got {mode!r}")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be mean, sum or none; got {reduction!r}")
-    dtype = torch.promote_types(student_logits.dtype, torch.float32)  # float64 stays float64 (gradcheck)
-    s = student_logits.to(dtype) / temperature
-    t = teacher_logits.detach().to(dtype) / temperature
-    top = t.topk(k, dim=1).indices
-    if mode == "renorm":
-        log_t = F.log_softmax(t.gather(1, top), dim=1)
-        log_s = F.log_softmax(s.gather(1, top), dim=1)
-    else:
-        log_t = F.log_softmax(t, dim=1).gather(1, top)
-        log_s = F.log_softmax(s, dim=1).gather(1, top)
-    per_image = (log_t.exp() * (log_t - log_s)).sum(dim=1)
-    if t2_scale:
-        per_image = per_image * (temperature * temperature)
-    if reduction == "mean":
-        return per_image.mean()
-    if reduction == "sum":
-        return per_image.sum()
-    return per_image
+    teacher = teacher_top_k(teacher_logits, k, temperature)
+    return top_k_kl_from_teacher(student_logits, teacher, temperature, mode, t2_scale, reduction)
 
 
 class TopKKL(nn.Module):
@@ -109,6 +193,14 @@ class TopKKL(nn.Module):
         self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, reduction: str = "mean"
     ) -> torch.Tensor:
         return top_k_kl(student_logits, teacher_logits, self.k, self.temperature, self.mode, self.t2_scale, reduction)
+
+    def from_teacher(self, student_logits: torch.Tensor, teacher: TeacherTopK, reduction: str = "mean") -> torch.Tensor:
+        """The same loss from the teacher's top-K summary (its first ``k`` classes are used)."""
+        if teacher.indices.shape[1] < self.k:
+            raise ValueError(f"the teacher summary holds {teacher.indices.shape[1]} classes; the loss needs k={self.k}")
+        if teacher.indices.shape[1] > self.k:
+            teacher = teacher._replace(indices=teacher.indices[:, : self.k], logits=teacher.logits[:, : self.k])
+        return top_k_kl_from_teacher(student_logits, teacher, self.temperature, self.mode, self.t2_scale, reduction)
 
     def extra_repr(self) -> str:
         return f"k={self.k}, temperature={self.temperature}, mode={self.mode!r}, t2_scale={self.t2_scale}"

@@ -186,14 +186,18 @@ KD_PRESETS: dict[str, tuple[int, float, float]] = {
 
 @dataclass
 class KdConfig:
-    """Knowledge distillation from a frozen teacher over its top-K classes (off while ``teacher`` is empty).
+    """Knowledge distillation from a frozen teacher over its top-K classes (off while ``teacher`` and ``cache`` are
+    empty).
 
     Explicit ``k``, ``lambda`` and ``temperature`` win over the ``preset``; keys left unset take the preset's
     values.
     """
 
     teacher: str = ""
-    """Path of the teacher's augkd checkpoint (``best.pt``); empty: no distillation."""
+    """Path of the teacher's augkd checkpoint (``best.pt``); empty: no distillation (unless ``cache`` is set)."""
+    cache: str = ""
+    """Teacher soft-label cache folder (``augkd teacher-cache``) used instead of a live teacher; setting it
+    enables distillation. With ``teacher`` also set, the cache must have been built from that very file."""
     preset: str = "cifar10"
     """The paper's values for unset keys: ``cifar10`` (K=3, lambda=1, T=2), ``cifar100`` (K=5, lambda=1, T=2),
     ``imagenet-b0`` (K=5, lambda=0.5, T=10), ``imagenet-large`` (K=50, lambda=2, T=10)."""
@@ -233,7 +237,7 @@ class KdConfig:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.teacher)
+        return bool(self.teacher or self.cache)
 
 
 @dataclass

@@ -34,7 +34,8 @@ from augkd.augment import rng
 from augkd.augment.base import build_base_augment
 from augkd.augment.spec import build_policy
 from augkd.config import config_to_dict
-from augkd.data import DeviceLoader, build_datasets, build_stream_loaders, dataset_stats
+from augkd.data import DeviceLoader, InMemoryDataset, build_datasets, build_stream_loaders, dataset_stats
+from augkd.distill.cache import CacheError, TeacherCache, cache_key, dataset_fingerprint, file_sha256
 from augkd.distill.loss import TopKKL
 from augkd.distill.teacher import TeacherError, load_teacher
 from augkd.io import atomic_write_text
@@ -42,7 +43,7 @@ from augkd.models import count_parameters, create_model
 from augkd.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from augkd.train.config import TrainConfig
 from augkd.train.schedule import lr_factor
-from augkd.train.task import ClassificationTask, DistillationTask
+from augkd.train.task import CachedDistillationTask, ClassificationTask, DistillationTask
 
 __all__ = ["Normalize", "Run", "TrainAugment", "evaluate", "resolve_amp", "resolve_device", "setup_run", "train"]
 
@@ -237,6 +238,56 @@ def build_distillation_task(
     return DistillationTask(teacher, kd_loss, cfg.kd.lambda_, cfg.optim.label_smoothing, cfg.kd.weighting)
 
 
+def build_cached_distillation_task(
+    cfg: TrainConfig, train_set: InMemoryDataset, device: torch.device, amp_dtype: torch.dtype | None
+) -> CachedDistillationTask:
+    """The KD task of ``cfg.kd`` reading the teacher from ``kd.cache``, checked against this run before training.
+
+    Raises:
+        RunError: the cache was built for other settings (augmentation, seed, data, teacher, autocast), holds
+            fewer than ``kd.k`` classes or fewer epochs than the run, or cannot serve ``kd.mode`` at this T.
+    """
+    teacher_sha = None
+    if cfg.kd.teacher:
+        if not Path(cfg.kd.teacher).is_file():
+            raise RunError(f"kd.teacher: {cfg.kd.teacher} not found")
+        teacher_sha = file_sha256(cfg.kd.teacher)
+    if cfg.kd.k > train_set.num_classes:
+        raise RunError(f"kd.k={cfg.kd.k} is larger than the {train_set.num_classes} classes of the data")
+    try:
+        cache = TeacherCache(cfg.kd.cache, device)
+        key = cache_key(cfg, dataset_fingerprint(train_set), amp_dtype, teacher_sha)
+        cache.check(
+            key,
+            epochs=cfg.epochs,
+            k=cfg.kd.k,
+            temperature=cfg.kd.temperature,
+            mode=cfg.kd.mode,
+            num_classes=train_set.num_classes,
+        )
+    except CacheError as exc:
+        raise RunError(f"kd.cache: {exc}") from None
+    kd_loss = TopKKL(cfg.kd.k, cfg.kd.temperature, cfg.kd.mode, cfg.kd.t2_scale)
+    return CachedDistillationTask(cache, kd_loss, cfg.kd.lambda_, cfg.optim.label_smoothing, cfg.kd.weighting)
+
+
+def build_train_augment(cfg: TrainConfig) -> TrainAugment:
+    """Base augmentation and policy of ``cfg`` (``data.base_aug`` and its keys, ``augment.*``, ``seed``).
+
+    With ``data.loader=stream`` the loader's workers already cropped and flipped, so the base stage is ``none``.
+    """
+    base = build_base_augment(
+        "none" if cfg.data.loader == "stream" else cfg.data.base_aug,
+        cfg.data.image_size,
+        seed=cfg.seed,
+        padding=cfg.data.crop_padding,
+        scale_min=cfg.data.rrc_scale_min,
+    )
+    policy = build_policy(cfg.augment.spec(), cfg.data.image_size, seed=cfg.seed, fill=cfg.augment.fill)
+    policy_epochs = cfg.epochs - cfg.augment.off_last_epochs if cfg.augment.off_last_epochs else None
+    return TrainAugment(base, policy, policy_epochs)
+
+
 def setup_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, overwrite: bool = False) -> Run:
     """Build datasets, model, optimizer and loaders; restore ``last.pt`` when resuming."""
     run_dir = Path(cfg.out_dir) / cfg.name
@@ -273,16 +324,7 @@ def setup_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, overw
         )
     optimizer = build_optimizer(cfg, model)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    base = build_base_augment(
-        "none" if stream else cfg.data.base_aug,
-        cfg.data.image_size,
-        seed=cfg.seed,
-        padding=cfg.data.crop_padding,
-        scale_min=cfg.data.rrc_scale_min,
-    )
-    policy = build_policy(cfg.augment.spec(), cfg.data.image_size, seed=cfg.seed, fill=cfg.augment.fill)
-    policy_epochs = cfg.epochs - cfg.augment.off_last_epochs if cfg.augment.off_last_epochs else None
-    augment = TrainAugment(base, policy, policy_epochs).to(device)
+    augment = build_train_augment(cfg).to(device)
     normalize = Normalize(stats["mean"], stats["std"], channels_last=cfg.channels_last).to(device)
     if not stream:
         train_loader = DeviceLoader(
@@ -292,7 +334,9 @@ def setup_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, overw
     if len(train_loader) == 0:
         raise RunError(f"batch_size={cfg.batch_size} is larger than the {len(train_set)} training images")
     task: nn.Module = ClassificationTask(cfg.optim.label_smoothing)
-    if cfg.kd.enabled:
+    if cfg.kd.cache:
+        task = build_cached_distillation_task(cfg, train_set, device, amp_dtype)
+    elif cfg.kd.enabled:
         task = build_distillation_task(cfg, train_set.num_classes, device, (stats["mean"], stats["std"]))
     run = Run(
         cfg=cfg,
@@ -519,7 +563,8 @@ def train(
             + f", policy {cfg.augment.spec()!r}"
             + (f" (off for the last {cfg.augment.off_last_epochs} epochs)" if cfg.augment.off_last_epochs else "")
             + (
-                f", KD from {cfg.kd.teacher} (K={cfg.kd.k}, lambda={cfg.kd.lambda_}, T={cfg.kd.temperature})"
+                f", KD from {cfg.kd.cache or cfg.kd.teacher} "
+                f"(K={cfg.kd.k}, lambda={cfg.kd.lambda_}, T={cfg.kd.temperature})"
                 if cfg.kd.enabled
                 else ""
             )
@@ -562,6 +607,7 @@ def train(
         "off_last_epochs": cfg.augment.off_last_epochs,
         "kd": {
             "teacher": cfg.kd.teacher,
+            "cache": cfg.kd.cache,
             "k": cfg.kd.k,
             "lambda": cfg.kd.lambda_,
             "temperature": cfg.kd.temperature,

@@ -12,7 +12,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["KD_WEIGHTINGS", "ClassificationTask", "DistillationTask", "kd_weights"]
+from augkd.distill.cache import TeacherCache
+from augkd.distill.loss import TeacherTopK, TopKKL, teacher_top_k
+
+__all__ = [
+    "KD_WEIGHTINGS",
+    "CachedDistillationTask",
+    "ClassificationTask",
+    "DistillationTask",
+    "kd_weights",
+    "top_k_weights",
+]
 
 
 class ClassificationTask(nn.Module):
@@ -34,6 +44,23 @@ class ClassificationTask(nn.Module):
 KD_WEIGHTINGS = ("constant", "entropy", "doubt")
 
 
+def top_k_weights(teacher: TeacherTopK, num_classes: int, weighting: str) -> torch.Tensor | None:
+    """Per-image multipliers of lambda in [0, 1] from the teacher's summary (see :func:`kd_weights`).
+
+    Raises:
+        ValueError: unknown weighting, or a summary without the entropy / true-label log-probability it needs.
+    """
+    if weighting == "constant":
+        return None
+    if weighting not in KD_WEIGHTINGS:
+        raise ValueError(f"kd weighting must be one of {', '.join(KD_WEIGHTINGS)}; got {weighting!r}")
+    if teacher.entropy is None or teacher.log_p_label is None:
+        raise ValueError(f"kd weighting {weighting!r} needs the teacher's entropy and true-label probability")
+    if weighting == "entropy":
+        return teacher.entropy / math.log(num_classes)
+    return 1.0 - teacher.log_p_label.exp()
+
+
 def kd_weights(teacher_logits: torch.Tensor, labels: torch.Tensor, weighting: str) -> torch.Tensor | None:
     """Per-image multipliers of lambda in [0, 1], from the teacher's view of the augmented image (no gradient).
 
@@ -41,26 +68,24 @@ def kd_weights(teacher_logits: torch.Tensor, labels: torch.Tensor, weighting: st
     image the teacher finds ambiguous leans more on the soft labels. ``doubt``: ``1 - p_T(true class)``, the
     teacher's doubt that the augmented image still shows its label.
     """
-    if weighting == "constant":
-        return None
-    p = F.softmax(teacher_logits.detach().float(), dim=1)
-    if weighting == "entropy":
-        entropy = -(p * p.clamp_min(1e-12).log()).sum(dim=1)
-        return entropy / math.log(p.shape[1])
-    if weighting == "doubt":
-        return 1.0 - p.gather(1, labels[:, None]).squeeze(1)
-    raise ValueError(f"kd weighting must be one of {', '.join(KD_WEIGHTINGS)}; got {weighting!r}")
+    if weighting not in KD_WEIGHTINGS:
+        raise ValueError(f"kd weighting must be one of {', '.join(KD_WEIGHTINGS)}; got {weighting!r}")
+    summary = teacher_top_k(teacher_logits, 1, labels=labels)
+    return top_k_weights(summary, teacher_logits.shape[1], weighting)
 
 
 class DistillationTask(nn.Module):
     """``CE(student, labels) + lambda * TopKKL(student, teacher)`` on the very same (augmented) batch.
 
     The teacher runs under the same autocast settings as the student (the loop's context), without gradients.
+    Its logits are first summarized into a :class:`~augkd.distill.loss.TeacherTopK` (top-K classes and logits,
+    log-sum-exp, entropy, true-label log-probability), and the loss is computed from that summary: the cached
+    task (:class:`CachedDistillationTask`) reads the same summary from disk, so both compute the same numbers.
     With ``lam = 0`` the loss is exactly the cross-entropy (the KD term is still computed and logged, outside
     autograd), so training follows the plain task step for step.
 
     Args:
-        teacher: a frozen :class:`~augkd.distill.teacher.Teacher`.
+        teacher: a frozen :class:`~augkd.distill.teacher.Teacher` (None in a cached task).
         kd_loss: the top-K KL (:class:`~augkd.distill.loss.TopKKL`).
         lam: weight of the KD term.
         label_smoothing: label smoothing of the cross-entropy.
@@ -69,8 +94,8 @@ class DistillationTask(nn.Module):
 
     def __init__(
         self,
-        teacher: nn.Module,
-        kd_loss: nn.Module,
+        teacher: nn.Module | None,
+        kd_loss: TopKKL,
         lam: float,
         label_smoothing: float = 0.0,
         weighting: str = "constant",
@@ -84,23 +109,63 @@ class DistillationTask(nn.Module):
         self.label_smoothing = label_smoothing
         self.weighting = weighting
 
-    def _kd(self, logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        weights = kd_weights(teacher_logits, labels, self.weighting)
+    def teacher_top_k(
+        self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, epoch: int
+    ) -> TeacherTopK:
+        """The teacher's summary of the batch: here from a live forward pass."""
+        if self.teacher is None:
+            raise RuntimeError("this distillation task has no live teacher")
+        needs_labels = self.weighting != "constant"  # entropy and log p(label) only feed the weights
+        return teacher_top_k(
+            self.teacher(images), self.kd_loss.k, self.kd_loss.temperature, labels if needs_labels else None
+        )
+
+    def _kd(self, logits: torch.Tensor, teacher: TeacherTopK) -> torch.Tensor:
+        weights = top_k_weights(teacher, logits.shape[1], self.weighting)
         if weights is None:
-            return self.kd_loss(logits.float(), teacher_logits.float())
-        return (weights * self.kd_loss(logits.float(), teacher_logits.float(), reduction="none")).mean()
+            return self.kd_loss.from_teacher(logits.float(), teacher)
+        return (weights * self.kd_loss.from_teacher(logits.float(), teacher, reduction="none")).mean()
 
     def forward(
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, epoch: int
     ) -> dict[str, torch.Tensor]:
         logits = model(images)
         task_loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
-        teacher_logits = self.teacher(images)
+        teacher = self.teacher_top_k(images, labels, indices, epoch)
         if self.lam == 0:
             with torch.no_grad():
-                kd_loss = self._kd(logits, teacher_logits, labels)
+                kd_loss = self._kd(logits, teacher)
             loss = task_loss
         else:
-            kd_loss = self._kd(logits, teacher_logits, labels)
+            kd_loss = self._kd(logits, teacher)
             loss = task_loss + self.lam * kd_loss
         return {"loss": loss, "task_loss": task_loss, "kd_loss": kd_loss, "output": logits}
+
+
+class CachedDistillationTask(DistillationTask):
+    """:class:`DistillationTask` whose teacher summaries come from a soft-label cache instead of a forward pass.
+
+    The cache (:class:`~augkd.distill.cache.TeacherCache`) is keyed by (epoch, sample index); with the same
+    augmentation, data and teacher it holds what the live teacher would compute, so the losses are the same.
+
+    Args:
+        cache: an opened (and checked) teacher cache.
+        kd_loss, lam, label_smoothing, weighting: as :class:`DistillationTask`.
+    """
+
+    def __init__(
+        self,
+        cache: TeacherCache,
+        kd_loss: TopKKL,
+        lam: float,
+        label_smoothing: float = 0.0,
+        weighting: str = "constant",
+    ) -> None:
+        super().__init__(None, kd_loss, lam, label_smoothing, weighting)
+        self.cache = cache
+
+    def teacher_top_k(
+        self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, epoch: int
+    ) -> TeacherTopK:
+        """The teacher's summary of the batch, read from the cache by (epoch, sample index)."""
+        return self.cache.lookup(epoch, indices, self.kd_loss.k, self.kd_loss.temperature)

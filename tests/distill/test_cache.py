@@ -1,0 +1,273 @@
+"""augkd.distill.cache and ``augkd teacher-cache``: a cached run reproduces the live teacher's losses step for step,
+an interrupted build resumes, and every mismatch between a cache and a run is a clear error before training."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from torch import nn
+
+from augkd.cli import main
+from augkd.config import load_config
+from augkd.data import build_datasets, subset_per_class
+from augkd.distill.cache import CacheError, TeacherCache, epoch_path
+from augkd.distill.loss import TopKKL
+from augkd.train import teacher_cache as teacher_cache_module
+from augkd.train.checkpoint import load_checkpoint
+from augkd.train.config import TrainConfig
+from augkd.train.loop import (
+    RunError,
+    build_cached_distillation_task,
+    resolve_amp,
+    setup_run,
+    train,
+    train_one_epoch,
+)
+from augkd.train.task import CachedDistillationTask, DistillationTask
+from augkd.train.teacher_cache import build_teacher_cache
+
+POLICY = "augment.policy=ra-n2-m9"
+CACHE_K = 5
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_overrides):
+    return lambda out_dir, *extra: load_config(TrainConfig, None, tiny_overrides(out_dir, POLICY, *extra))
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory, tiny):
+    out = tmp_path_factory.mktemp("teacher")
+    train(tiny(out, "model.kwargs.width=12", "augment.policy=none"), quiet=True)
+    return out / "tiny" / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def train_set(tiny, tmp_path_factory):
+    return build_datasets(tiny(tmp_path_factory.mktemp("data")).data, quiet=True)[0]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory, tiny, teacher_ckpt, train_set):
+    """A float32 cache of the tiny run's first two epochs, top-5 at T=2 (the cifar10 preset's)."""
+    out = tmp_path_factory.mktemp("cache") / "c"
+    cfg = tiny(out.parent)
+    build_teacher_cache(cfg, out, teacher=str(teacher_ckpt), epochs=2, k=CACHE_K, dataset=train_set, quiet=True)
+    return out
+
+
+class StepRecorder(nn.Module):
+    """Wraps a task and keeps every step's (loss, kd_loss): the loop's interface is the task."""
+
+    def __init__(self, task: nn.Module) -> None:
+        super().__init__()
+        self.task = task
+        self.steps: list[tuple[float, float]] = []
+
+    def forward(self, *args):
+        out = self.task(*args)
+        self.steps.append((out["loss"].item(), out["kd_loss"].item()))
+        return out
+
+
+def per_step_losses(cfg: TrainConfig, epochs: int) -> list[tuple[float, float]]:
+    run = setup_run(cfg, quiet=True)
+    run.task = StepRecorder(run.task)
+    for epoch in range(epochs):
+        train_one_epoch(run, epoch, progress=False)
+    return run.task.steps
+
+
+def test_cached_run_matches_the_live_teacher_step_for_step(tmp_path, tiny, teacher_ckpt, cache):
+    live = per_step_losses(tiny(tmp_path / "live", f"kd.teacher={teacher_ckpt}", "epochs=2"), epochs=2)
+    cached = per_step_losses(tiny(tmp_path / "cached", f"kd.cache={cache}", "epochs=2"), epochs=2)
+    assert len(live) == len(cached) == 8  # 2 epochs x 4 steps of 50 images
+    diff = max(abs(a - b) for x, y in zip(live, cached) for a, b in zip(x, y))
+    assert diff <= 1e-6, diff
+    assert all(kd_loss > 0 for _, kd_loss in cached)  # the KD term is really there
+
+
+@pytest.fixture(scope="module")
+def live_batch(tmp_path_factory, tiny, teacher_ckpt):
+    """A KD run with the live teacher, and its first batch of epoch 1, augmented and normalized."""
+    run = setup_run(tiny(tmp_path_factory.mktemp("live"), f"kd.teacher={teacher_ckpt}"), quiet=True)
+    run.train_loader.set_epoch(1)
+    batch = next(iter(run.train_loader))
+    with torch.no_grad():
+        images = run.normalize(run.augment(batch.images, batch.indices, 1))
+    return run, (run.model, images, batch.labels, batch.indices, 1)
+
+
+@pytest.mark.parametrize(
+    ("mode", "k", "temperature"),
+    [("renorm", 3, 2.0), ("renorm", 5, 4.0), ("renorm", 1, 1.0), ("partial", 3, 2.0), ("partial", 5, 1.0)],
+)
+def test_every_mode_and_weighting_from_the_cache_equals_the_live_task(live_batch, cache, mode, k, temperature):
+    run, args = live_batch
+    reader = TeacherCache(cache)
+    for weighting in ("constant", "entropy", "doubt"):
+        loss = TopKKL(k, temperature, mode)
+        a = DistillationTask(run.task.teacher, loss, lam=1.0, weighting=weighting)(*args)
+        b = CachedDistillationTask(reader, loss, lam=1.0, weighting=weighting)(*args)
+        for key in ("loss", "kd_loss"):
+            assert (a[key] - b[key]).abs().item() <= 1e-6, (weighting, key)
+
+
+def test_partial_at_a_temperature_the_cache_lacks_is_refused(cache):
+    reader = TeacherCache(cache)
+    top = reader.lookup(0, reader.sample_ids[:4], 3, temperature=4.0)
+    assert top.lse is None  # the top-K logits cannot give logsumexp(z / 4) over all classes
+    with pytest.raises(ValueError, match="partial needs the teacher's log-sum-exp"):
+        TopKKL(3, 4.0, "partial").from_teacher(torch.zeros(4, 10), top)
+
+
+def test_float16_logits_are_smaller_and_close(tmp_path, tiny, teacher_ckpt, cache, train_set, live_batch):
+    out = tmp_path / "c16"
+    f16 = {"logits_dtype": "float16", "dataset": train_set, "quiet": True}
+    summary = build_teacher_cache(tiny(tmp_path), out, teacher=str(teacher_ckpt), epochs=2, k=CACHE_K, **f16)
+    assert summary["bytes_per_sample"] == TeacherCache(cache).bytes_per_sample - 2 * CACHE_K
+    _, args = live_batch
+    loss = TopKKL(3, 2.0, "renorm")
+    a = CachedDistillationTask(TeacherCache(cache), loss, 1.0)(*args)
+    b = CachedDistillationTask(TeacherCache(out), loss, 1.0)(*args)
+    assert 0 < abs(a["kd_loss"].item() - b["kd_loss"].item()) < 1e-3
+
+
+def test_interrupted_build_keeps_finished_epochs_and_redoes_the_partial_one(
+    tmp_path, tiny, teacher_ckpt, cache, train_set, monkeypatch
+):
+    data = {"dataset": train_set, "quiet": True}
+    cfg, out = tiny(tmp_path), tmp_path / "c"
+    real_load = teacher_cache_module.load_teacher
+
+    def teacher_killed_in_epoch_1(*args, **kwargs):
+        teacher, calls = real_load(*args, **kwargs), []
+
+        def forward(images):
+            calls.append(1)
+            if len(calls) == 4 + 3:  # 4 batches per epoch: the third batch of epoch 1
+                raise KeyboardInterrupt
+            return teacher(images)
+
+        return forward
+
+    monkeypatch.setattr(teacher_cache_module, "load_teacher", teacher_killed_in_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        build_teacher_cache(cfg, out, teacher=str(teacher_ckpt), epochs=2, k=CACHE_K, **data)
+    monkeypatch.undo()
+    assert epoch_path(out, 0).is_file() and not epoch_path(out, 1).exists()
+    assert not list(out.glob(".*.tmp"))
+    (out / ".epoch_0001.bin.x.tmp").write_bytes(b"left by a killed build")
+    first = epoch_path(out, 0).stat()
+    summary = build_teacher_cache(cfg, out, teacher=str(teacher_ckpt), epochs=3, k=CACHE_K, **data)
+    assert summary["kept"] == [0] and summary["written"] == [1, 2]
+    again = epoch_path(out, 0).stat()
+    assert (again.st_ino, again.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)  # not rewritten
+    assert not list(out.glob(".*.tmp"))
+    for epoch in (0, 1):  # the resumed cache is byte for byte the uninterrupted one
+        assert epoch_path(out, epoch).read_bytes() == epoch_path(cache, epoch).read_bytes()
+    with pytest.raises(RunError, match="another augment.policy; use another --out"):
+        build_teacher_cache(
+            tiny(tmp_path, "augment.policy=geo-n2-m6"), out, teacher=str(teacher_ckpt), epochs=1, k=CACHE_K, **data
+        )
+
+
+@pytest.fixture
+def other_teacher(tmp_path, teacher_ckpt):
+    state = load_checkpoint(teacher_ckpt)
+    state["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in state["model"].items()}
+    path = tmp_path / "other.pt"
+    torch.save(state, path)
+    return path
+
+
+def check_cache(cfg: TrainConfig, train_set) -> CachedDistillationTask:
+    """The cache check setup_run runs before training (without reloading the dataset every time)."""
+    return build_cached_distillation_task(
+        cfg, train_set, torch.device("cpu"), resolve_amp(cfg.amp, torch.device("cpu"))
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("augment.policy=geo-n2-m6",), "built with augment.policy='ra-n2-m9', but this run has 'geo-n2-m6'"),
+        (("seed=1",), "built with seed=0, but this run has 1"),
+        (("augment.fill=0",), "built with augment.fill=128, but this run has 0"),
+        (("data.crop_padding=2",), "built with data.crop_padding=4, but this run has 2"),
+        (("amp=bf16",), r"built with amp \(autocast dtype of the teacher's forward pass\)='off'"),
+        (("kd.k=6",), "holds the teacher's top-5 classes, but this run asks kd.k=6"),
+        (("epochs=3",), "the run trains 3 epochs but the cache has epochs 0..1; missing epoch_0002.bin"),
+        (("kd.mode=partial", "kd.temperature=4"), "kd.mode=partial needs the log-sum-exp of all logits at T=4.0"),
+    ],
+)
+def test_mismatches_are_errors_before_training(tmp_path, tiny, cache, train_set, extra, message):
+    cfg = tiny(tmp_path, f"kd.cache={cache}", "epochs=2")
+    assert isinstance(check_cache(cfg, train_set), CachedDistillationTask)
+    with pytest.raises(RunError, match=f"kd.cache: .*{message}"):
+        check_cache(tiny(tmp_path, f"kd.cache={cache}", "epochs=2", *extra), train_set)
+
+
+def test_other_data_other_teacher_and_damaged_caches_are_errors(
+    tmp_path, tiny, cache, train_set, other_teacher, teacher_ckpt
+):
+    def check(path, *extra, data=train_set):
+        return check_cache(tiny(tmp_path, f"kd.cache={path}", "epochs=2", *extra), data)
+
+    with pytest.raises(RunError, match=r"built on another training set \(.*200 images, subset \{'per_class': 20"):
+        check(cache, data=subset_per_class(train_set, 10, 0))
+    check(cache, f"kd.teacher={teacher_ckpt}")  # kd.teacher beside kd.cache: its sha256 must be the cache's
+    with pytest.raises(RunError, match="built from another teacher checkpoint than kd.teacher"):
+        check(cache, f"kd.teacher={other_teacher}")
+    broken = tmp_path / "broken"
+    shutil.copytree(cache, broken)
+    with open(epoch_path(broken, 1), "r+b") as f:  # a truncated epoch file counts as missing
+        f.truncate(100)
+    with pytest.raises(RunError, match="cache has epochs 0..0; missing epoch_0001.bin"):
+        check(broken)
+    (broken / "header.json").write_text("{not json")
+    with pytest.raises(RunError, match="unreadable cache header"):
+        check(broken)
+    (broken / "header.json").write_text(json.dumps({"format": "something/9"}))
+    with pytest.raises(RunError, match="not a teacher cache of format"):
+        check(broken)
+    (broken / "header.json").unlink()
+    with pytest.raises(RunError, match=r"no teacher cache here \(header.json missing\)"):
+        check(broken)
+    with pytest.raises(CacheError, match="no teacher cache here"):
+        TeacherCache(tmp_path / "nowhere")
+
+
+def test_cli_builds_a_cache_and_reports_mismatches_in_one_line(tmp_path, capsys, tiny_overrides, teacher_ckpt, cache):
+    args = [*tiny_overrides(tmp_path, POLICY)]
+    assert (
+        main(
+            [
+                "teacher-cache",
+                "--teacher",
+                str(teacher_ckpt),
+                "--epochs",
+                "1",
+                "--k",
+                "3",
+                "--json",
+                "--out",
+                str(tmp_path / "c"),
+                *args,
+            ]
+        )
+        == 0
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["written"] == [0] and summary["rows"] == 200 and summary["bytes_per_sample"] == 3 * 2 + 3 * 4 + 16
+    assert main(["teacher-cache", "--out", str(tmp_path / "d"), *args]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == "augkd teacher-cache: error: no teacher: pass --teacher or kd.teacher=<checkpoint>"
+    )
+    assert main(["train", "-q", *args, f"kd.cache={cache}", "seed=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("augkd train: error: kd.cache: ") and "seed=0" in err
