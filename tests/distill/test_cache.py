@@ -271,3 +271,16 @@ def test_cli_builds_a_cache_and_reports_mismatches_in_one_line(tmp_path, capsys,
     assert main(["train", "-q", *args, f"kd.cache={cache}", "seed=3"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("augkd train: error: kd.cache: ") and "seed=0" in err
+
+
+def test_cache_key_follows_the_effective_augmentation() -> None:
+    """augment.magnitude and augment.off_last_epochs change the augmented images, so they change the key."""
+    from augkd.distill.cache import cache_key
+
+    def key(*overrides: str) -> dict:
+        cfg = load_config(TrainConfig, None, ["augment.policy=geo-n2-m5", "epochs=10", *overrides])
+        return cache_key(cfg, "data-sha", None, None)
+
+    assert key()["augment.policy"] == "geo-n2-m5" and key()["augment.policy_until"] is None
+    assert key("augment.magnitude=2")["augment.policy"] == "geo-n2-m2"
+    assert key("augment.off_last_epochs=3")["augment.policy_until"] == 7

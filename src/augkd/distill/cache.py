@@ -75,7 +75,7 @@ _ALIGN = 64
 #: Entries of the key and how a mismatch is named to the user.
 KEY_NAMES: dict[str, str] = {
     "seed": "seed",
-    "augment.policy": "augment.policy (with augment.magnitude applied)",
+    "augment.policy": "augment.policy",
     "augment.policy_until": "augment.off_last_epochs (the epoch from which the policy is off)",
     "augment.fill": "augment.fill",
     "data.base_aug": "data.base_aug",
