@@ -189,9 +189,10 @@ class TrainConfig:
     epochs: int = 10
     """Training epochs."""
     batch_size: int = 128
-    """Training batch size."""
+    """Global training batch size: under ``torchrun`` each of the N processes takes ``batch_size / N`` samples
+    of every batch (it must divide evenly), so the optimizer sees the same batches whatever N."""
     eval_batch_size: int = 500
-    """Evaluation batch size."""
+    """Evaluation batch size (global; split over the processes like ``batch_size``)."""
     device: str = "auto"
     """``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N``."""
     amp: str = "auto"
@@ -205,6 +206,9 @@ class TrainConfig:
     """Evaluate on the average of the image and its mirror (test-time augmentation)."""
     eval_every: int = 1
     """Evaluate every N epochs (the last epoch always)."""
+    sync_bn: bool = False
+    """Under ``torchrun`` on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm) instead of each
+    process's share; no effect in a single process."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
