@@ -12,7 +12,9 @@ import pytest
 import torch
 from torchvision.io import decode_jpeg
 
+from augkd.config import ConfigError, load_config
 from augkd.data.archive import resolve_root
+from augkd.train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("AUGKD_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -112,3 +114,33 @@ def _read_jpegs(archive: Path, names: list[str]) -> list[torch.Tensor]:
 def read_jpegs() -> Callable[[Path, list[str]], list[torch.Tensor]]:
     """``read_jpegs(archive, names)``: the named JPEGs of a zip archive, decoded to uint8 (3, H, W) tensors."""
     return _read_jpegs
+
+
+#: Keys that part B of issue 7 (RMSProp-TF, exponential decay, BN momentum, streaming loader) adds; a Table 3
+#: config that names one of them is skipped where part B is not merged yet.
+PART_B_KEYS = (
+    "optim.name",
+    "optim.eps",
+    "optim.alpha",
+    "optim.decay_rate",
+    "optim.decay_epochs",
+    "model.bn_momentum",
+    "data.loader",
+)
+
+
+def _load_or_skip(path: Path, overrides: list[str] | None = None) -> TrainConfig:
+    try:
+        return load_config(TrainConfig, path, overrides or [])
+    except ConfigError as exc:
+        head = str(exc).split(";")[0]
+        missing = [k for k in PART_B_KEYS if head.startswith("unknown config key") and f"'{k}'" in head]
+        if missing:
+            pytest.skip(f"{path.name} uses {missing[0]}, which part B of issue 7 adds (not merged on this branch)")
+        raise
+
+
+@pytest.fixture(scope="session")
+def load_or_skip() -> Callable[..., TrainConfig]:
+    """``load_or_skip(path, overrides)``: the config, or a skip naming the part-B key it needs."""
+    return _load_or_skip

@@ -44,10 +44,15 @@ class AugmentConfig:
     """Policy spec, e.g. ``aa-cifar10``, ``ra-n2-m9``, ``geo-n2-m5``, ``ta-wide`` or ``none``."""
     fill: int = 128
     """Value of pixels uncovered by geometric ops and cutout."""
+    cutout: int = 0
+    """Side in pixels of one Cutout square per image after the policy (centre uniform over the image, clipped at
+    the border, filled with ``fill``); 16 in AutoAugment's CIFAR recipe; 0: none."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.fill <= 255:
             raise ValueError(f"augment.fill must be in [0, 255]; got {self.fill!r}")
+        if self.cutout < 0:
+            raise ValueError(f"augment.cutout must be >= 0 pixels; got {self.cutout!r}")
 
 
 @dataclass

@@ -31,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from augkd.augment import rng
-from augkd.augment.base import build_base_augment
+from augkd.augment.base import Cutout, build_base_augment
 from augkd.augment.spec import build_policy
 from augkd.config import config_to_dict
 from augkd.data import DeviceLoader, InMemoryDataset, build_datasets, dataset_stats
@@ -77,18 +77,21 @@ class Normalize(nn.Module):
 
 
 class TrainAugment(nn.Module):
-    """Base augmentation (crop/flip) then the policy; both pure functions of (seed, epoch, sample index).
+    """Base augmentation (crop/flip), the policy, then an optional last stage (Cutout); all pure functions of
+    (seed, epoch, sample index).
 
     This is where an augmentation policy plugs into training: ``augment.policy`` in the config.
     """
 
-    def __init__(self, base: nn.Module, policy: nn.Module) -> None:
+    def __init__(self, base: nn.Module, policy: nn.Module, post: nn.Module | None = None) -> None:
         super().__init__()
         self.base = base
         self.policy = policy
+        self.post = post
 
     def forward(self, images: torch.Tensor, indices: torch.Tensor, epoch: int) -> torch.Tensor:
-        return self.policy(self.base(images, indices, epoch), indices, epoch)
+        images = self.policy(self.base(images, indices, epoch), indices, epoch)
+        return images if self.post is None else self.post(images, indices, epoch)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -278,7 +281,8 @@ def setup_run(
         scale_min=cfg.data.rrc_scale_min,
     )
     policy = build_policy(cfg.augment.policy, cfg.data.image_size, seed=cfg.seed, fill=cfg.augment.fill)
-    augment = TrainAugment(base, policy).to(device)
+    post = Cutout(cfg.augment.cutout, seed=cfg.seed, fill=cfg.augment.fill) if cfg.augment.cutout else None
+    augment = TrainAugment(base, policy, post).to(device)
     normalize = Normalize(stats["mean"], stats["std"], channels_last=cfg.channels_last).to(device)
     shard = {"rank": env.rank, "world_size": env.world_size}
     train_loader = DeviceLoader(
