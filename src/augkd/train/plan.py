@@ -186,7 +186,7 @@ def plan(
         memory_how = "torch.cuda.max_memory_allocated over set-up and the timed steps"
     else:
         memory = max(0, _peak_rss_bytes() - rss_before)
-        memory_how = "growth of the process's peak resident memory (CPU: a rough stand-in for GPU memory)"
+        memory_how = "growth of the process's peak resident memory, a rough stand-in for GPU memory"
 
     eval_models = [run.model] + ([run.ema.module] if run.ema is not None else [])
     evaluate(run.model, run.eval_loader, run.normalize, run.amp_dtype, flip=cfg.eval_flip)  # warm-up
@@ -258,7 +258,7 @@ def format_plan(p: dict[str, Any]) -> str:
         f"global batch {p['global_batch']} = {p['gpus']} x {p['global_batch'] // p['gpus']}, {p['image_size']} px",
         f"  calibrated on {p['device_name']} (amp {p['amp']}): {p['calibration']['timed_steps']} steps of "
         f"{p['batch_per_device']} after {p['calibration']['warmup_steps']} warm-up steps",
-        f"  memory per device: {gib:.2f} GiB ({p['memory_how']})",
+        f"  memory per device: {gib:.2f} GiB: {p['memory_how']}",
         f"  per device: {p['train_images_per_s_per_device']:.1f} train img/s (augmentation and KD included), "
         f"{p['eval_images_per_s_per_device']:.1f} eval img/s",
         f"  on {p['gpus']} devices: {p['train_images_per_s']:.1f} img/s ({p['scaling']})",
