@@ -12,7 +12,9 @@ import pytest
 import torch
 from torchvision.io import decode_jpeg
 
+from augkd.config import load_config
 from augkd.data.archive import resolve_root
+from augkd.train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("AUGKD_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -112,3 +114,9 @@ def _read_jpegs(archive: Path, names: list[str]) -> list[torch.Tensor]:
 def read_jpegs() -> Callable[[Path, list[str]], list[torch.Tensor]]:
     """``read_jpegs(archive, names)``: the named JPEGs of a zip archive, decoded to uint8 (3, H, W) tensors."""
     return _read_jpegs
+
+
+@pytest.fixture(scope="session")
+def load_cfg() -> Callable[..., TrainConfig]:
+    """``load_cfg(path, overrides)``: a shipped config loaded with overrides."""
+    return lambda path, overrides=None: load_config(TrainConfig, path, list(overrides or []))

@@ -10,7 +10,7 @@ import pytest
 
 from augkd.cli import build_parser, main
 
-COMMANDS = ("train", "eval", "models", "data", "config", "gallery", "bench")
+COMMANDS = ("train", "eval", "plan", "models", "data", "config", "gallery", "bench")
 
 
 def test_help_lists_every_command(capsys):

@@ -89,8 +89,8 @@ def test_every_field_is_documented():
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_configs_load(path):
-    cfg = load_config(TrainConfig, path)
+def test_shipped_configs_load(path, load_cfg):
+    cfg = load_cfg(path)
     assert cfg.name == path.stem
 
 

@@ -22,6 +22,9 @@ examples:
   augkd train --config configs/cifar10-demo.yaml epochs=2 data.subset_per_class=500 name=quick
   augkd train --config configs/cifar10-demo.yaml augment.policy=geo-n2-m5 name=geo5
   augkd train --config configs/cifar10-demo.yaml --resume         # continue runs/<name>
+  augkd train --config configs/paper/cifar10-wrn28-10-aa.yaml --dry-run data.dataset=folder \
+      data.root=../shared/data/cifar10-jpg.zip                     # build all, one step, write nothing
+  torchrun --standalone --nproc_per_node 4 -m augkd train --config X   # DDP; batch_size is the global batch
 overrides are dotted config keys (see `augkd config --list`); values are YAML scalars or lists.
 """
 
@@ -59,9 +62,14 @@ def _load_train_config(path: str | None, overrides: Sequence[str]):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _load_train_config(args.config, args.overrides)
+    if args.dry_run:
+        from augkd.train.dryrun import dry_run, format_dry_run
+
+        print(format_dry_run(dry_run(cfg, quiet=args.quiet)))
+        return 0
     from augkd.train.loop import train
 
-    cfg = _load_train_config(args.config, args.overrides)
     train(cfg, resume=args.resume, quiet=args.quiet, overwrite=args.overwrite)
     return 0
 
@@ -81,6 +89,22 @@ def cmd_teacher_cache(args: argparse.Namespace) -> int:
     )
     if args.json:
         print(json.dumps(summary))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from augkd.train.plan import format_plan, plan
+
+    cfg = _load_train_config(args.config, args.overrides)
+    result = plan(
+        cfg,
+        args.gpus,
+        steps=args.steps,
+        warmup=args.warmup,
+        efficiency=args.efficiency,
+        batch_per_device=args.batch_per_device,
+    )
+    print(json.dumps(result, indent=2) if args.json else format_plan(result))
     return 0
 
 
@@ -352,6 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in <out_dir>/<name> from last.pt")
     p.add_argument("--overwrite", action="store_true", help="start over in an existing run folder")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or per-epoch lines (CI)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="build everything, run one step on a tiny real batch (1 image per class decoded), write nothing",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -369,6 +398,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary line")
     p.set_defaults(func=cmd_teacher_cache)
+
+    p = sub.add_parser(
+        "plan",
+        help="memory per GPU, images/s and wall time of a config on N GPUs, from a short calibration here",
+        epilog="example: augkd plan --config configs/paper/cifar10-wrn28-10-aa.yaml --gpus 8\n"
+        "Measures a few training steps at the per-GPU batch (batch_size / gpus) on this machine's device.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_config_args(p, required=True)
+    p.add_argument("--gpus", type=int, required=True, help="devices of the run (all nodes together)")
+    p.add_argument("--steps", type=int, default=5, help="timed training steps (default 5)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    p.add_argument("--efficiency", type=float, default=1.0, help="fraction of linear scaling on N GPUs (default 1)")
+    p.add_argument("--batch-per-device", type=int, default=None, help="calibrate at this per-device batch instead")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on its eval split (top-1, top-5, loss)")
     p.add_argument("checkpoint", help="an augkd checkpoint (best.pt or last.pt)")

@@ -196,3 +196,27 @@ def test_replayed_params_must_fit_the_images():
     params["top"][:] = 1
     with pytest.raises(ValueError, match="inside the 64x64 images"):
         rrc(_images(4, 64, 64), None, params=params)
+
+
+def test_cutout_blanks_one_clipped_square_per_image_replayably():
+    from augkd.augment.base import Cutout
+
+    images = torch.full((64, 3, 32, 32), 7, dtype=torch.uint8)
+    cut = Cutout(16, seed=3, fill=128)
+    idx = torch.arange(64)
+    out = cut(images, idx, epoch=2)
+    params = cut.sample(idx, 2, (32, 32))
+    torch.testing.assert_close(cut(images, None, params=params), out)
+    torch.testing.assert_close(cut(images[10:20], idx[10:20], epoch=2), out[10:20])  # per image, not per batch
+    for i in range(64):
+        cy, cx = int(params["cy"][i]), int(params["cx"][i])
+        rows = slice(max(0, cy - 8), min(32, cy + 8))
+        cols = slice(max(0, cx - 8), min(32, cx + 8))
+        assert bool((out[i, :, rows, cols] == 128).all())
+        blanked = int((out[i, 0] == 128).sum())
+        assert blanked == (rows.stop - rows.start) * (cols.stop - cols.start)  # clipped at the border, never moved
+    centres = torch.stack([params["cy"], params["cx"]])
+    assert centres.min() >= 0 and centres.max() <= 31 and len(set(params["cy"].tolist())) > 10
+    assert not torch.equal(cut.sample(idx, 3, (32, 32))["cy"], params["cy"])  # a new draw each epoch
+    with pytest.raises(ValueError, match="cutout size"):
+        Cutout(0)

@@ -124,3 +124,16 @@ def test_magnitude_key_sets_the_policy_magnitude(tmp_path, tiny_config):
     ]:
         with pytest.raises(ValueError, match=message):
             tiny_config(tmp_path, *extra)
+
+
+def test_cutout_runs_after_the_policy(tmp_path, tiny_config):
+    from augkd.augment.base import Cutout
+    from augkd.train.loop import setup_run
+
+    run = setup_run(tiny_config(tmp_path, "augment.cutout=8", "augment.fill=255"), quiet=True)
+    assert isinstance(run.augment.post, Cutout) and run.augment.post.size == 8
+    images = torch.zeros(16, 3, 32, 32, dtype=torch.uint8)
+    out = run.augment(images, torch.arange(16), 0)
+    # Every image keeps a blank square of at most 8x8 (clipped at the border) after crop and flip.
+    blanked = (out[:, 0] == 255).flatten(1).sum(1)
+    assert bool((blanked > 0).all() and (blanked <= 64).all())

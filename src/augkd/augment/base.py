@@ -15,6 +15,9 @@ kind               module
 ``auto``           ``crop-flip`` for images of 64 px or less, ``rrc-flip`` above
 =================  ==========================================================================================
 
+:class:`Cutout` is the same kind of module for the stage after the policy (AutoAugment's CIFAR recipe ends
+with a 16-px Cutout).
+
 Example:
     >>> aug = build_base_augment("crop-flip", image_size=32, seed=0)
     >>> out = aug(images, indices, epoch)  # doctest: +SKIP
@@ -31,11 +34,13 @@ import torch
 from torch import nn
 from torchvision.ops import roi_align
 
+from augkd.augment import functional as F
 from augkd.augment import rng
 
 __all__ = [
     "BASE_AUGMENTS",
     "BaseAugment",
+    "Cutout",
     "Flip",
     "Identity",
     "RandomCropFlip",
@@ -332,6 +337,36 @@ class RandomResizedCropFlip(BaseAugment):
         out = roi_align(images.float(), boxes.float(), output_size=self.size, sampling_ratio=-1, aligned=True)
         out = out.round_().clamp_(0, 255).to(torch.uint8)
         return _apply_flip(out, params["flip"].to(dev))
+
+
+class Cutout(BaseAugment):
+    """One ``size x size`` square per image filled with ``fill``, centred on a uniformly drawn pixel and clipped
+    at the border (DeVries & Taylor's Cutout as AutoAugment's CIFAR trainer applies it after the policy, 16 px;
+    AutoAugment fills with zeros after normalization, i.e. the mean colour, for which ``fill=128`` stands).
+
+    Parameters: ``cy``, ``cx`` int64, the centre pixel.
+    """
+
+    def __init__(self, size: int, seed: int = 0, fill: int = 128) -> None:
+        super().__init__(seed)
+        if size < 1:
+            raise ValueError(f"cutout size must be >= 1 pixel; got {size!r}")
+        self.size, self.fill = int(size), int(fill)
+
+    def sample(self, indices: torch.Tensor, epoch: int, image_size: int | Sequence[int] | None = None) -> Params:
+        index = _check_indices(indices, epoch)
+        if image_size is None:
+            raise ValueError("Cutout.sample needs the image size")
+        h, w = _size_hw(image_size)
+        return {
+            "cy": rng.randint(self.seed, epoch, index, rng.SLOTS["cutout_y"], h),
+            "cx": rng.randint(self.seed, epoch, index, rng.SLOTS["cutout_x"], w),
+        }
+
+    def apply(self, images: torch.Tensor, params: Params) -> torch.Tensor:
+        centers = torch.stack([params["cy"], params["cx"]], dim=1).to(images.device)
+        sizes = torch.full_like(centers, self.size)
+        return F.cutout(images, sizes, centers, self.fill)
 
 
 def _auto(image_size: int, seed: int, padding: int, scale_min: float) -> BaseAugment:

@@ -36,6 +36,9 @@ SLOTS: dict[str, int] = {
     "rrc_ratio": 5,
     # training (augkd.train.loop): the seed of torch's global RNG per epoch (dropout, Shake-Shake, ShakeDrop)
     "epoch_seed": 7,
+    # Cutout after the policy (augkd.augment.base.Cutout): the square's centre
+    "cutout_y": 8,
+    "cutout_x": 9,
     # data (augkd.data.memory): the seeded, stratified subset draw
     "subset": 10,
     # policies (augkd.augment.policies): slots 100.. are per policy step, see policies for the layout

@@ -68,12 +68,17 @@ class AugmentConfig:
     None keeps the spec's own M."""
     off_last_epochs: int = 0
     """Train the last N epochs without the policy (base crop/flip only): the paper's section 3.4 baseline."""
+    cutout: int = 0
+    """Side in pixels of one Cutout square per image after the policy (centre uniform over the image, clipped at
+    the border, filled with ``fill``); 16 in AutoAugment's CIFAR recipe; 0: none."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.fill <= 255:
             raise ValueError(f"augment.fill must be in [0, 255]; got {self.fill!r}")
         if self.off_last_epochs < 0:
             raise ValueError(f"augment.off_last_epochs must be >= 0; got {self.off_last_epochs!r}")
+        if self.cutout < 0:
+            raise ValueError(f"augment.cutout must be >= 0 pixels; got {self.cutout!r}")
         if self.magnitude is not None:
             self.spec()  # a bad magnitude or a policy without one fails here, naming the key
 
@@ -253,9 +258,10 @@ class TrainConfig:
     epochs: int = 10
     """Training epochs."""
     batch_size: int = 128
-    """Training batch size."""
+    """Global training batch size: under ``torchrun`` each of the N processes takes ``batch_size / N`` samples
+    of every batch (it must divide evenly), so the optimizer sees the same batches whatever N."""
     eval_batch_size: int = 500
-    """Evaluation batch size."""
+    """Evaluation batch size (global; split over the processes like ``batch_size``)."""
     device: str = "auto"
     """``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N``."""
     amp: str = "auto"
@@ -269,6 +275,9 @@ class TrainConfig:
     """Evaluate on the average of the image and its mirror (test-time augmentation)."""
     eval_every: int = 1
     """Evaluate every N epochs (the last epoch always)."""
+    sync_bn: bool = False
+    """Under ``torchrun`` on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm) instead of each
+    process's share; no effect in a single process."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -31,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from augkd.augment import rng
-from augkd.augment.base import build_base_augment
+from augkd.augment.base import Cutout, build_base_augment
 from augkd.augment.spec import build_policy
 from augkd.config import config_to_dict
 from augkd.data import DeviceLoader, InMemoryDataset, build_datasets, build_stream_loaders, dataset_stats
@@ -40,8 +40,10 @@ from augkd.distill.loss import TopKKL
 from augkd.distill.teacher import TeacherError, load_teacher
 from augkd.io import atomic_write_text
 from augkd.models import count_parameters, create_model
+from augkd.train import distributed
 from augkd.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from augkd.train.config import TrainConfig
+from augkd.train.distributed import DistEnv
 from augkd.train.schedule import lr_factor
 from augkd.train.task import CachedDistillationTask, ClassificationTask, DistillationTask
 
@@ -76,24 +78,32 @@ class Normalize(nn.Module):
 
 
 class TrainAugment(nn.Module):
-    """Base augmentation (crop/flip) then the policy; both pure functions of (seed, epoch, sample index).
+    """Base augmentation (crop/flip), the policy, then an optional last stage (Cutout); all pure functions of
+    (seed, epoch, sample index).
 
     This is where an augmentation policy plugs into training: ``augment.policy`` in the config.
     """
 
-    def __init__(self, base: nn.Module, policy: nn.Module, policy_epochs: int | None = None) -> None:
+    def __init__(
+        self, base: nn.Module, policy: nn.Module, post: nn.Module | None = None, policy_epochs: int | None = None
+    ) -> None:
         super().__init__()
         self.base = base
         self.policy = policy
+        self.post = post
         self.policy_epochs = policy_epochs  # epochs >= this one see the base augmentation only (None: all epochs)
 
     def uses_policy(self, epoch: int) -> bool:
-        """Whether epoch ``epoch`` (0-based) applies the policy (``augment.off_last_epochs`` switches it off)."""
+        """Whether epoch ``epoch`` (0-based) applies the policy and the last stage (``augment.off_last_epochs``
+        switches both off: those epochs see the base crop/flip only)."""
         return self.policy_epochs is None or epoch < self.policy_epochs
 
     def forward(self, images: torch.Tensor, indices: torch.Tensor, epoch: int) -> torch.Tensor:
         images = self.base(images, indices, epoch)
-        return self.policy(images, indices, epoch) if self.uses_policy(epoch) else images
+        if not self.uses_policy(epoch):
+            return images
+        images = self.policy(images, indices, epoch)
+        return images if self.post is None else self.post(images, indices, epoch)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -129,9 +139,13 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """Seed of torch's global RNG for an epoch (dropout, stochastic depth): resuming at an epoch is exact."""
-    return int(rng.key(seed, epoch, torch.zeros(1, dtype=torch.int64), slot=rng.SLOTS["epoch_seed"]).item())
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """Seed of torch's global RNG for an epoch (dropout, stochastic depth): resuming at an epoch is exact.
+
+    Each rank of a distributed run draws its own stream (rank 0's is the single-process one).
+    """
+    index = torch.tensor([rank], dtype=torch.int64)
+    return int(rng.key(seed, epoch, index, slot=rng.SLOTS["epoch_seed"]).item())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -161,6 +175,10 @@ class Run:
     step: int = 0
     best_top1: float = -1.0
     history: list[dict[str, Any]] = field(default_factory=list)
+    env: DistEnv = field(default_factory=DistEnv)
+    """This process's rank among the ranks of a ``torchrun`` launch (one process: rank 0 of 1)."""
+    train_model: nn.Module | None = None
+    """What the training step calls: ``model`` wrapped in DistributedDataParallel, or None for ``model``."""
 
     @property
     def steps_per_epoch(self) -> int:
@@ -225,13 +243,14 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
 
 
 def build_distillation_task(
-    cfg: TrainConfig, num_classes: int, device: torch.device, student_norm: tuple
+    cfg: TrainConfig, num_classes: int, device: torch.device, student_norm: tuple, teacher: nn.Module | None = None
 ) -> DistillationTask:
-    """The KD task of ``cfg.kd``: the teacher checkpoint loaded frozen, the top-K KL, lambda."""
-    try:
-        teacher = load_teacher(cfg.kd.teacher, num_classes, device, student_norm, channels_last=cfg.channels_last)
-    except (TeacherError, CheckpointError) as exc:
-        raise RunError(f"kd.teacher: {exc}") from None
+    """The KD task of ``cfg.kd``: the teacher checkpoint loaded frozen (or the given ``teacher``), top-K KL, lambda."""
+    if teacher is None:
+        try:
+            teacher = load_teacher(cfg.kd.teacher, num_classes, device, student_norm, channels_last=cfg.channels_last)
+        except (TeacherError, CheckpointError) as exc:
+            raise RunError(f"kd.teacher: {exc}") from None
     kd_loss = TopKKL(cfg.kd.k, cfg.kd.temperature, cfg.kd.mode, cfg.kd.t2_scale)
     if cfg.kd.k > num_classes:
         raise RunError(f"kd.k={cfg.kd.k} is larger than the {num_classes} classes of the data")
@@ -284,12 +303,32 @@ def build_train_augment(cfg: TrainConfig) -> TrainAugment:
         scale_min=cfg.data.rrc_scale_min,
     )
     policy = build_policy(cfg.augment.spec(), cfg.data.image_size, seed=cfg.seed, fill=cfg.augment.fill)
+    post = Cutout(cfg.augment.cutout, seed=cfg.seed, fill=cfg.augment.fill) if cfg.augment.cutout else None
     policy_epochs = cfg.epochs - cfg.augment.off_last_epochs if cfg.augment.off_last_epochs else None
-    return TrainAugment(base, policy, policy_epochs)
+    return TrainAugment(base, policy, post, policy_epochs)
 
 
-def setup_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, overwrite: bool = False) -> Run:
-    """Build datasets, model, optimizer and loaders; restore ``last.pt`` when resuming."""
+def setup_run(
+    cfg: TrainConfig,
+    resume: bool = False,
+    quiet: bool = False,
+    overwrite: bool = False,
+    *,
+    env: DistEnv | None = None,
+    datasets: tuple[InMemoryDataset, InMemoryDataset] | None = None,
+) -> Run:
+    """Build datasets, model, optimizer and loaders; restore ``last.pt`` when resuming.
+
+    Args:
+        cfg: the run's config.
+        resume: restore ``<out_dir>/<name>/last.pt``.
+        quiet: no progress bars while decoding data.
+        overwrite: allow a run folder that already holds a run.
+        env: this rank's place in a distributed run (from :func:`augkd.train.distributed.init`); the loaders
+            shard each global batch by sample index and the training model is wrapped in DDP.
+        datasets: ``(train, eval)`` to use instead of building ``cfg.data`` (dry runs, calibration).
+    """
+    env = env or DistEnv()
     run_dir = Path(cfg.out_dir) / cfg.name
     last = run_dir / "last.pt"
     if resume and not last.is_file():
@@ -301,20 +340,27 @@ def setup_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, overw
         )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = distributed.rank_device(resolve_device(cfg.device), env)
     amp_dtype = resolve_amp(cfg.amp, device)
+    batch_size = distributed.per_rank_batch(cfg.batch_size, env)
     torch.manual_seed(cfg.seed)
 
-    stream = cfg.data.loader == "stream"  # JPEGs decoded per batch by workers, base augmentation done there
+    stream = cfg.data.loader == "stream" and datasets is None  # JPEGs decoded per batch by workers
+    shard = {"rank": env.rank, "world_size": env.world_size}
+    eval_batch = max(1, cfg.eval_batch_size // env.world_size)
     if stream:
         train_loader, eval_loader = build_stream_loaders(
-            cfg.data, cfg.batch_size, cfg.eval_batch_size, seed=cfg.seed, device=device
+            cfg.data, batch_size, eval_batch, seed=cfg.seed, device=device, **shard
         )
         train_set, eval_set = train_loader.dataset, eval_loader.dataset
     else:
-        train_set, eval_set = build_datasets(cfg.data, quiet=quiet)
+        if datasets is None:
+            datasets = _build_datasets_in_turn(cfg, env, quiet)
+        train_set, eval_set = datasets
     stats = dataset_stats(cfg.data)
     model = build_model(cfg, train_set.num_classes).to(device)
+    if cfg.sync_bn:
+        model = distributed.convert_sync_bn(model, env, device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = None
@@ -328,9 +374,9 @@ def setup_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, overw
     normalize = Normalize(stats["mean"], stats["std"], channels_last=cfg.channels_last).to(device)
     if not stream:
         train_loader = DeviceLoader(
-            train_set, cfg.batch_size, shuffle=True, drop_last=True, seed=cfg.seed, device=device
+            train_set, batch_size, shuffle=True, drop_last=True, seed=cfg.seed, device=device, **shard
         )
-        eval_loader = DeviceLoader(eval_set, cfg.eval_batch_size, shuffle=False, drop_last=False, device=device)
+        eval_loader = DeviceLoader(eval_set, eval_batch, shuffle=False, drop_last=False, seed=0, device=device, **shard)
     if len(train_loader) == 0:
         raise RunError(f"batch_size={cfg.batch_size} is larger than the {len(train_set)} training images")
     task: nn.Module = ClassificationTask(cfg.optim.label_smoothing)
@@ -354,10 +400,23 @@ def setup_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, overw
         eval_loader=eval_loader,
         classes=list(train_set.classes),
         stats=stats,
+        env=env,
     )
     if resume:
         _restore(run, load_checkpoint(last, map_location=device))
+    if env.enabled:
+        run.train_model = distributed.wrap(model, env, device)  # after restoring: every rank holds the same weights
     return run
+
+
+def _build_datasets_in_turn(cfg: TrainConfig, env: DistEnv, quiet: bool) -> tuple[InMemoryDataset, InMemoryDataset]:
+    """Local rank 0 decodes (and fills the on-disk cache) first; the other ranks of its node then read the cache."""
+    if env.local_rank != 0:
+        distributed.barrier()
+    datasets = build_datasets(cfg.data, quiet=quiet)
+    if env.local_rank == 0:
+        distributed.barrier()
+    return datasets
 
 
 def _restore(run: Run, state: dict[str, Any]) -> None:
@@ -391,10 +450,14 @@ def _autocast(run_device: torch.device, dtype: torch.dtype | None) -> contextlib
 
 
 def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, float]:
-    """One pass over the training set; returns mean losses, accuracy on the augmented images and speed."""
-    cfg, model = run.cfg, run.model
+    """One pass over the training set; returns mean losses, accuracy on the augmented images and speed.
+
+    In a distributed run every rank passes over its shard and the returned figures are over all ranks.
+    """
+    cfg = run.cfg
+    model = run.train_model if run.train_model is not None else run.model
     model.train()
-    torch.manual_seed(epoch_seed(cfg.seed, epoch))
+    torch.manual_seed(epoch_seed(cfg.seed, epoch, run.env.rank))
     run.train_loader.set_epoch(epoch)
     sums: dict[str, torch.Tensor] = {}
     correct = torch.zeros((), device=run.device)
@@ -425,7 +488,7 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
         run.scaler.step(run.optimizer)
         run.scaler.update()
         if run.ema is not None:
-            run.ema.update_parameters(model)
+            run.ema.update_parameters(run.model)
         run.step += 1
         n = batch.labels.numel()
         seen += n
@@ -436,6 +499,12 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
         if progress and (i % 10 == 0 or i == len(run.train_loader) - 1):
             elapsed = time.perf_counter() - t0
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{seen / max(elapsed, 1e-9):.0f}")
+    if run.env.enabled:  # sums over every rank's shard: the figures of the global batches
+        keys = sorted(sums)
+        totals = distributed.all_reduce_sum(
+            torch.stack([*(sums[k] for k in keys), correct.float(), torch.tensor(float(seen), device=run.device)])
+        )
+        sums, correct, seen = dict(zip(keys, totals[: len(keys)])), totals[-2], int(totals[-1].item())
     elapsed = time.perf_counter() - t0
     stats = {f"train_{k}": (v / seen).item() for k, v in sums.items()}
     if not all(math.isfinite(v) for v in stats.values()):
@@ -475,6 +544,9 @@ def evaluate(
         top5 += hits.any(dim=1).sum()
         n += batch.labels.numel()
     model.train(was_training)
+    if loader.world_size > 1:  # each rank evaluated its shard of the set: add up the shards
+        totals = distributed.all_reduce_sum(torch.stack([loss_sum, top1, top5, torch.tensor(float(n), device=device)]))
+        loss_sum, top1, top5, n = totals[0], totals[1], totals[2], int(totals[3].item())
     return {"top1": 100.0 * top1.item() / n, "top5": 100.0 * top5.item() / n, "loss": loss_sum.item() / n, "n": n}
 
 
@@ -548,10 +620,23 @@ def train(
     overwrite: bool = False,
     log: Any = print,
 ) -> dict[str, Any]:
-    """Train ``cfg`` to the end (or continue it with ``resume``); returns the summary written to summary.json."""
-    run = setup_run(cfg, resume=resume, quiet=quiet, overwrite=overwrite)
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    """Train ``cfg`` to the end (or continue it with ``resume``); returns the summary written to summary.json.
+
+    Launched by ``torchrun`` (``WORLD_SIZE > 1``), every process calls this: it joins the process group, trains
+    its shard of each global batch under DDP, and only rank 0 prints and writes the run folder.
+    """
+    env, _ = distributed.init(resolve_device(cfg.device))
+    try:
+        return _train(cfg, env, resume=resume, quiet=quiet or not env.is_main, overwrite=overwrite, log=log)
+    finally:
+        distributed.cleanup()
+
+
+def _train(cfg: TrainConfig, env: DistEnv, resume: bool, quiet: bool, overwrite: bool, log: Any) -> dict[str, Any]:
+    run = setup_run(cfg, resume=resume, quiet=quiet, overwrite=overwrite, env=env)
+    if env.is_main:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     n_params = count_parameters(run.model)
     progress = not quiet and sys.stderr.isatty() and not os.environ.get("CI")
     if not quiet:
@@ -562,6 +647,7 @@ def train(
             + (f" ({str(run.amp_dtype).replace('torch.', '')} autocast)" if run.amp_dtype else "")
             + f", policy {cfg.augment.spec()!r}"
             + (f" (off for the last {cfg.augment.off_last_epochs} epochs)" if cfg.augment.off_last_epochs else "")
+            + (f", {env.world_size} processes x batch {cfg.batch_size // env.world_size}" if env.enabled else "")
             + (
                 f", KD from {cfg.kd.cache or cfg.kd.teacher} "
                 f"(K={cfg.kd.k}, lambda={cfg.kd.lambda_}, T={cfg.kd.temperature})"
@@ -578,6 +664,9 @@ def train(
         row.update(train_one_epoch(run, epoch, progress=progress))
         row["step"] = run.step
         last_epoch = epoch + 1 == cfg.epochs
+        distributed.broadcast_buffers(run.model)  # rank 0's BN statistics: evaluate and save one model
+        if run.ema is not None:
+            distributed.broadcast_buffers(run.ema)
         if (epoch + 1) % cfg.eval_every == 0 or last_epoch:
             res = evaluate(run.model, run.eval_loader, run.normalize, run.amp_dtype, flip=cfg.eval_flip)
             row.update({f"test_{k}": v for k, v in res.items() if k != "n"})
@@ -585,7 +674,10 @@ def train(
                 res_ema = evaluate(run.ema.module, run.eval_loader, run.normalize, run.amp_dtype, flip=cfg.eval_flip)
                 row.update({f"ema_{k}": v for k, v in res_ema.items() if k != "n"})
         row["elapsed_s"] = time.perf_counter() - t_start
-        _log_metrics(run, row)
+        if env.is_main:
+            _log_metrics(run, row)
+        else:
+            run.history.append(row)
         if "test_top1" in row:
             candidates = [("model", row["test_top1"])]
             if run.ema is not None:
@@ -593,9 +685,11 @@ def train(
             which, top1 = max(candidates, key=lambda c: c[1])
             if top1 > run.best_top1:
                 run.best_top1 = top1
-                weights = (run.ema.module if which == "ema" else run.model).state_dict()
-                save_checkpoint(run.run_dir / "best.pt", _weights_state(run, epoch + 1, weights, row))
-        save_checkpoint(run.run_dir / "last.pt", _checkpoint_state(run, epoch + 1))
+                if env.is_main:
+                    weights = (run.ema.module if which == "ema" else run.model).state_dict()
+                    save_checkpoint(run.run_dir / "best.pt", _weights_state(run, epoch + 1, weights, row))
+        if env.is_main:
+            save_checkpoint(run.run_dir / "last.pt", _checkpoint_state(run, epoch + 1))
         if not quiet:
             log(_fmt_epoch(row, cfg.epochs))
     final = run.history[-1] if run.history else {}
@@ -624,10 +718,13 @@ def train(
         "best_top1": run.best_top1,
         "wall_time_s": final.get("elapsed_s"),
         "device": str(run.device),
+        "world_size": env.world_size,
         "amp": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",
         "run_dir": str(run.run_dir),
     }
-    atomic_write_text(run.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if env.is_main:
+        atomic_write_text(run.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    distributed.barrier()  # no rank returns before rank 0 has written the run folder
     if not quiet:
         log(
             f"done: top1 {summary['final_top1']:.2f}% (best {run.best_top1:.2f}%) in {summary['wall_time_s']:.0f}s; "

@@ -1,0 +1,144 @@
+"""``augkd train --dry-run``: build everything a config asks for and run one training step on a tiny real batch.
+
+What it builds is what :func:`~augkd.train.loop.train` builds (model at full width, optimizer, augmentation
+policy, normalization, KD task, EMA), through the same :func:`~augkd.train.loop.setup_run`; what it leaves out
+is the cost:
+
+- the data: one image per class of each split is decoded (``data.subset_per_class=1``), and a batch of at most
+  :data:`DRY_RUN_BATCH` of them makes the one step; the evaluation pass is one batch as well;
+- the teacher: when ``kd.teacher`` names no file yet (the paper configs carry a placeholder), a randomly
+  initialized copy of the student stands in, so the KD loss still runs; ``kd.k`` larger than the classes of the
+  data (a 10-class stand-in for ImageNet) is lowered to the number of classes;
+- the run folder: nothing is written there (the decoded-image cache in ``data.cache_dir`` is filled as usual).
+
+Every such substitution is listed in the result's ``notes``. Pass ``data.*`` overrides to try a config on other
+data (``data.root=<imagewoof zip> data.image_size=64`` for an ImageNet config on a laptop).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from augkd.data import InMemoryDataset, build_datasets, dataset_stats
+from augkd.distill.teacher import Teacher
+from augkd.models import count_parameters
+from augkd.train.config import TrainConfig
+from augkd.train.loop import Run, build_distillation_task, evaluate, setup_run, train_one_epoch
+
+__all__ = ["DRY_RUN_BATCH", "dry_run", "format_dry_run", "install_stand_in_teacher"]
+
+#: Images in the one training step of a dry run (fewer when the tiny dataset has fewer).
+DRY_RUN_BATCH = 4
+
+
+def _pick(dataset: InMemoryDataset, n: int, seed: int) -> InMemoryDataset:
+    """``n`` rows of ``dataset`` drawn without replacement (seeded), so the batch mixes classes."""
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    return dataset.select(order[: min(n, len(dataset))])
+
+
+def install_stand_in_teacher(cfg: TrainConfig, run: Run, notes: list[str]) -> None:
+    """Give ``run`` the KD task of ``cfg.kd`` with a random copy of the student as teacher (no file needed).
+
+    Used where the real teacher checkpoint does not exist yet (dry runs, cost calibration): the teacher's
+    forward pass and the top-K KL then cost what they will cost in the real run (for a same-size teacher).
+    """
+    num_classes = len(run.classes)
+    if cfg.kd.k > num_classes:
+        notes.append(f"kd.k={cfg.kd.k} is more than the {num_classes} classes of this data: K={num_classes} here")
+        cfg = dataclasses.replace(cfg, kd=dataclasses.replace(cfg.kd, k=num_classes))
+    stats = dataset_stats(cfg.data)
+    teacher = Teacher(copy.deepcopy(run.model))
+    run.task = build_distillation_task(cfg, num_classes, run.device, (stats["mean"], stats["std"]), teacher=teacher)
+
+
+def _teacher_missing(cfg: TrainConfig) -> bool:
+    return cfg.kd.enabled and not Path(cfg.kd.teacher).is_file()
+
+
+def dry_run(cfg: TrainConfig, batch_size: int = DRY_RUN_BATCH, quiet: bool = True) -> dict[str, Any]:
+    """Build the run ``cfg`` describes and take one optimizer step and one evaluation batch on real images.
+
+    Args:
+        cfg: the run's config (as ``augkd train`` would get it, overrides applied).
+        batch_size: images of the training step (at most ``cfg.batch_size``).
+        quiet: no progress bars while decoding.
+
+    Returns:
+        ``{"model", "params", "device", "amp", "policy", "batch_shape", "num_classes", "loss", "losses",
+        "step_s", "eval_top1", "kd", "notes"}``; ``losses`` holds every ``train_*loss`` of the step.
+
+    Raises:
+        RunError, ConfigError, FileNotFoundError, ValueError: what the real run would raise while building.
+    """
+    notes: list[str] = []
+    data = cfg.data
+    if data.subset_per_class != 1 or data.test_subset_per_class != 1:
+        data = dataclasses.replace(data, subset_per_class=1, test_subset_per_class=1)
+    train_full, eval_full = build_datasets(data, quiet=quiet)
+    batch = min(batch_size, cfg.batch_size, len(train_full))
+    train_set, eval_set = _pick(train_full, batch, cfg.seed), _pick(eval_full, batch, cfg.seed)
+    stand_in = _teacher_missing(cfg)
+    if stand_in:
+        notes.append(f"kd.teacher {cfg.kd.teacher!r} does not exist yet: a random copy of the student stands in")
+    run_cfg = dataclasses.replace(
+        cfg,
+        batch_size=batch,
+        eval_batch_size=batch,
+        data=data,
+        kd=dataclasses.replace(cfg.kd, teacher="") if stand_in else cfg.kd,
+    )
+    if not stand_in and cfg.kd.enabled and cfg.kd.k > train_full.num_classes:
+        notes.append(f"kd.k={cfg.kd.k} is more than the {train_full.num_classes} classes: K lowered for the dry run")
+        run_cfg = dataclasses.replace(run_cfg, kd=dataclasses.replace(cfg.kd, k=train_full.num_classes))
+    run = setup_run(run_cfg, quiet=quiet, overwrite=True, datasets=(train_set, eval_set))
+    if stand_in:
+        install_stand_in_teacher(dataclasses.replace(cfg, data=data), run, notes)
+    t0 = time.perf_counter()
+    stats = train_one_epoch(run, 0, progress=False)
+    step_s = time.perf_counter() - t0
+    res = evaluate(run.model, run.eval_loader, run.normalize, run.amp_dtype, flip=cfg.eval_flip)
+    losses = {k: v for k, v in stats.items() if k.endswith("loss")}
+    if not all(math.isfinite(v) for v in losses.values()):
+        notes.append(f"the step's loss is not finite: {losses}")
+    return {
+        "model": cfg.model.name,
+        "params": count_parameters(run.model),
+        "device": str(run.device),
+        "amp": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",
+        "policy": cfg.augment.policy,
+        "batch_shape": [batch, *train_set.images.shape[1:]],
+        "eval_shape": list(eval_set.images.shape),
+        "num_classes": train_full.num_classes,
+        "loss": stats["train_loss"],
+        "losses": losses,
+        "step_s": step_s,
+        "eval_top1": res["top1"],
+        "kd": {"k": run.task.kd_loss.k, "lambda": cfg.kd.lambda_, "temperature": cfg.kd.temperature}
+        if cfg.kd.enabled
+        else None,
+        "notes": notes,
+    }
+
+
+def format_dry_run(result: dict[str, Any]) -> str:
+    """The lines ``augkd train --dry-run`` prints."""
+    kd = result["kd"]
+    kd_text = f", KD K={kd['k']} lambda={kd['lambda']} T={kd['temperature']}" if kd else ""
+    losses = ", ".join(f"{k.removeprefix('train_')} {v:.4f}" for k, v in result["losses"].items())
+    lines = [
+        f"dry run: {result['model']} ({result['params'] / 1e6:.2f}M params) on {result['device']}"
+        f" (amp {result['amp']}), policy {result['policy']!r}{kd_text}",
+        f"  one step on a batch {tuple(result['batch_shape'])} uint8 of {result['num_classes']} classes: {losses} "
+        f"in {result['step_s']:.2f}s; eval batch {tuple(result['eval_shape'])} ok",
+    ]
+    lines += [f"  note: {n}" for n in result["notes"]]
+    lines.append("  nothing was written (no run folder)")
+    return "\n".join(lines)

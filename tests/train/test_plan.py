@@ -1,0 +1,79 @@
+"""augkd.train.plan and ``augkd plan``: a short calibration gives consistent memory, speed and wall-time figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from augkd.cli import main
+from augkd.config import load_config
+from augkd.train.config import TrainConfig
+from augkd.train.loop import RunError
+from augkd.train.plan import KNOWN_SIZES, data_sizes, format_plan, plan
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.fixture
+def tiny(tiny_overrides, tmp_path):
+    def make(*extra: str) -> TrainConfig:
+        return load_config(TrainConfig, None, tiny_overrides(tmp_path / "runs", "epochs=3", "eval_every=2", *extra))
+
+    return make
+
+
+def test_plan_figures_are_consistent(tiny, tmp_path):
+    p = plan(tiny(), gpus=2, steps=2, warmup=1, efficiency=0.8)
+    assert p["batch_per_device"] == 25 and p["global_batch"] == 50
+    assert p["data"] == {
+        "train_images": 200,  # the config's subset: scanned, not decoded
+        "eval_images": 100,
+        "num_classes": 10,
+        "source": p["data"]["source"],
+    }
+    assert p["train_images_per_s_per_device"] > 0 and p["eval_images_per_s_per_device"] > 0
+    assert p["train_images_per_s"] == pytest.approx(p["train_images_per_s_per_device"] * 2 * 0.8)
+    assert p["steps_per_epoch"] == 4 and p["eval_passes"] == 2  # epochs 2 and 3
+    train_s = 3 * 4 * 50 / p["train_images_per_s"]
+    assert p["wall_time_s"] == pytest.approx(train_s + 2 * p["eval_pass_s"])
+    assert p["device_hours"] == pytest.approx(p["wall_time_s"] * 2 / 3600)
+    assert 0 < p["memory_per_device_bytes"] < 2**31  # a 0.1M-parameter net at batch 25
+    assert any("measured on the CPU" in n for n in p["notes"])
+    assert not (tmp_path / "runs").exists()
+    text = format_plan(p)
+    assert "on 2 devices: global batch 50 = 2 x 25" in text and "device-hours" in text
+
+
+def test_plan_times_the_kd_step_with_a_stand_in_teacher(tiny, tmp_path):
+    p = plan(tiny(f"kd.teacher={tmp_path / 'later.pt'}", "kd.k=20"), gpus=1, steps=1, warmup=0)
+    assert any("copy of the student as teacher" in n for n in p["notes"])
+    assert any("kd.k=20 is more than the 10 classes" in n for n in p["notes"])
+
+
+def test_data_sizes_without_the_data():
+    cfg = load_config(TrainConfig, None, ["data.root=/nowhere/imagenet", "data.dataset=folder"])
+    sizes = data_sizes(cfg)
+    assert (sizes["train_images"], sizes["eval_images"], sizes["num_classes"]) == KNOWN_SIZES["imagenet"]
+    assert "assumed ImageNet-1k" in sizes["source"]
+    cfg = load_config(TrainConfig, None, ["data.dataset=cifar100", "data.subset_per_class=10"])
+    assert (data_sizes(cfg)["train_images"], data_sizes(cfg)["num_classes"]) == (1000, 100)
+
+
+def test_plan_rejects_an_uneven_split(tiny):
+    with pytest.raises(ValueError, match=r"batch_size=50 \(the global batch\) does not split evenly over 3"):
+        plan(tiny(), gpus=3)
+    with pytest.raises(RunError, match="efficiency"):
+        plan(tiny(), gpus=2, efficiency=1.5)
+
+
+def test_cli_plan_json(capsys, tiny_overrides, tmp_path):
+    demo = str(CONFIGS / "cifar10-demo.yaml")
+    tiny = tiny_overrides(tmp_path / "runs")
+    assert main(["plan", "--config", demo, "--gpus", "2", "--steps", "1", "--warmup", "0", "--json", *tiny]) == 0
+    p = json.loads(capsys.readouterr().out)
+    assert p["gpus"] == 2 and p["batch_per_device"] == 25 and p["wall_time_s"] > 0
+    assert main(["plan", "--config", demo, "--gpus", "3", *tiny]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("augkd plan: error:") and "does not split evenly over 3 processes" in err
