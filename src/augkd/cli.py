@@ -295,10 +295,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from augkd.config import ConfigError
+    from augkd.io import WriteError
     from augkd.train.checkpoint import CheckpointError
+    from augkd.train.guard import NonFiniteError
     from augkd.train.loop import RunError
 
-    return (CliError, ConfigError, CheckpointError, RunError, ValueError, FileNotFoundError, NotADirectoryError)
+    return (
+        CliError,
+        ConfigError,
+        CheckpointError,
+        RunError,
+        NonFiniteError,
+        WriteError,
+        ValueError,
+        FileNotFoundError,
+        NotADirectoryError,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

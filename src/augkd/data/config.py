@@ -73,6 +73,8 @@ class DataConfig:
         for name in ("eval_size", "subset_per_class", "test_subset_per_class", "crop_padding"):
             if getattr(self, name) < 0:
                 raise ValueError(f"data.{name} must be >= 0; got {getattr(self, name)!r}")
+        if not 0 <= self.subset_seed < 2**32:
+            raise ValueError(f"data.subset_seed must be in [0, 2**32); got {self.subset_seed!r}")
         if self.decode_workers < 1:
             raise ValueError(f"data.decode_workers must be >= 1; got {self.decode_workers!r}")
         if not 0.0 < self.rrc_scale_min <= 1.0:

@@ -30,6 +30,7 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
+from augkd import faults
 from augkd.augment import rng
 from augkd.augment.base import build_base_augment
 from augkd.augment.spec import build_policy
@@ -37,10 +38,19 @@ from augkd.config import config_to_dict
 from augkd.data import DeviceLoader, build_datasets, dataset_stats
 from augkd.distill.loss import TopKKL
 from augkd.distill.teacher import TeacherError, load_teacher
-from augkd.io import atomic_write_text
+from augkd.io import atomic_write_text, remove_temp_files
 from augkd.models import count_parameters, create_model
-from augkd.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from augkd.train.checkpoint import (
+    CheckpointError,
+    check_run_folder,
+    epoch_checkpoints,
+    load_latest_checkpoint,
+    save_checkpoint,
+    save_training_checkpoint,
+    tensor_bytes,
+)
 from augkd.train.config import TrainConfig
+from augkd.train.guard import NonFiniteGuard, check_finite_state
 from augkd.train.schedule import lr_factor
 from augkd.train.task import ClassificationTask, DistillationTask
 
@@ -205,9 +215,9 @@ def setup_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, overw
     """Build datasets, model, optimizer and loaders; restore ``last.pt`` when resuming."""
     run_dir = Path(cfg.out_dir) / cfg.name
     last = run_dir / "last.pt"
-    if resume and not last.is_file():
+    if resume and not (last.is_file() or epoch_checkpoints(run_dir) or (run_dir / "config.yaml").is_file()):
         raise RunError(f"--resume: no checkpoint at {last}")
-    if not resume and last.exists() and not overwrite:
+    if not resume and (last.exists() or epoch_checkpoints(run_dir)) and not overwrite:
         raise RunError(
             f"run folder {run_dir} already holds a run; pass --resume to continue it, --overwrite to "
             f"start over, or name=<other> for a new run"
@@ -270,8 +280,20 @@ def setup_run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, overw
         stats=stats,
     )
     if resume:
-        _restore(run, load_checkpoint(last, map_location=device))
+        _resume(run)
     return run
+
+
+def _resume(run: Run) -> None:
+    """Restore the newest good checkpoint (``last.pt``, else an epoch checkpoint), saying so when it falls back."""
+    found = load_latest_checkpoint(run.run_dir, map_location=run.device)
+    if found is None:  # killed before its first checkpoint: nothing to lose, start from the beginning
+        print(f"augkd: warning: no checkpoint in {run.run_dir} yet; starting the run from epoch 1", file=sys.stderr)
+        return
+    path, state, problems = found
+    for problem in problems:
+        print(f"augkd: warning: {problem}; resuming from {path.name} instead", file=sys.stderr)
+    _restore(run, state)
 
 
 def _restore(run: Run, state: dict[str, Any]) -> None:
@@ -313,6 +335,7 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
     sums: dict[str, torch.Tensor] = {}
     correct = torch.zeros((), device=run.device)
     seen = 0
+    guard = NonFiniteGuard(cfg.optim.nonfinite, cfg.optim.nonfinite_patience, run.device)
     t0 = time.perf_counter()
     bar = tqdm(
         run.train_loader,
@@ -331,6 +354,9 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
         with _autocast(run.device, run.amp_dtype):
             out = run.task(model, images, batch.labels, batch.indices, epoch)
         loss = out["loss"]
+        if not guard.step_ok(loss, epoch, run.step):  # NaN/Inf loss with optim.nonfinite=skip: no update
+            run.step += 1
+            continue
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         if cfg.optim.grad_clip > 0:
@@ -341,6 +367,8 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
         if run.ema is not None:
             run.ema.update_parameters(model)
         run.step += 1
+        if faults.armed("kill_at_step", run.step):
+            faults.kill_now()
         n = batch.labels.numel()
         seen += n
         for key, value in out.items():
@@ -351,10 +379,16 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
             elapsed = time.perf_counter() - t0
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{seen / max(elapsed, 1e-9):.0f}")
     elapsed = time.perf_counter() - t0
+    guard.check()
+    check_finite_state({"model": model, "ema": run.ema}, epoch)
+    if seen == 0:
+        raise RunError(f"epoch {epoch + 1}: every step had a non-finite loss (optim.nonfinite=skip)")
     stats = {f"train_{k}": (v / seen).item() for k, v in sums.items()}
     if not all(math.isfinite(v) for v in stats.values()):
         raise RunError(f"epoch {epoch + 1}: the training loss is not finite ({stats}); lower optim.lr?")
     stats.update(train_top1=100.0 * correct.item() / seen, lr=lr, train_time_s=elapsed, images_per_s=seen / elapsed)
+    if cfg.optim.nonfinite == "skip":
+        stats["nonfinite_skipped"] = guard.skipped
     return stats
 
 
@@ -438,6 +472,17 @@ def _log_metrics(run: Run, row: dict[str, Any]) -> None:
     atomic_write_text(run.run_dir / "metrics.csv", buf.getvalue())
 
 
+def _report_bad_files(run: Run, log: Any) -> None:
+    """With ``data.bad_files=skip``: every image left out, by path and reason, in ``bad_files.txt`` and one line."""
+    bad = [(p, r) for loader in (run.train_loader, run.eval_loader) for p, r in loader.dataset.skipped]
+    if not bad:
+        return
+    report = run.run_dir / "bad_files.txt"
+    atomic_write_text(report, "".join(f"{p}\t{r}\n" for p, r in bad))
+    first = f"{bad[0][0]} ({bad[0][1]})"
+    log(f"augkd train: left out {len(bad)} unreadable image(s) (data.bad_files=skip), e.g. {first}; all in {report}")
+
+
 def _fmt_epoch(row: dict[str, Any], epochs: int) -> str:
     parts = [f"epoch {row['epoch']}/{epochs}", f"loss {row['train_loss']:.4f}"]
     if "train_kd_loss" in row:
@@ -464,7 +509,10 @@ def train(
 ) -> dict[str, Any]:
     """Train ``cfg`` to the end (or continue it with ``resume``); returns the summary written to summary.json."""
     run = setup_run(cfg, resume=resume, quiet=quiet, overwrite=overwrite)
-    run.run_dir.mkdir(parents=True, exist_ok=True)
+    # Fail now, not after the first epoch, when the folder cannot take the checkpoints (read-only, full disk).
+    check_run_folder(run.run_dir, (cfg.checkpoint.keep_last + 2) * 3 * tensor_bytes(run.model.state_dict()))
+    remove_temp_files(run.run_dir)  # left by a killed write; the files they were meant to replace are intact
+    _report_bad_files(run, log)  # even when quiet: the user must know what was left out
     atomic_write_text(run.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     n_params = count_parameters(run.model)
     progress = not quiet and sys.stderr.isatty() and not os.environ.get("CI")
@@ -507,7 +555,7 @@ def train(
                 run.best_top1 = top1
                 weights = (run.ema.module if which == "ema" else run.model).state_dict()
                 save_checkpoint(run.run_dir / "best.pt", _weights_state(run, epoch + 1, weights, row))
-        save_checkpoint(run.run_dir / "last.pt", _checkpoint_state(run, epoch + 1))
+        save_training_checkpoint(run.run_dir, _checkpoint_state(run, epoch + 1), epoch + 1, cfg.checkpoint.keep_last)
         if not quiet:
             log(_fmt_epoch(row, cfg.epochs))
     final = run.history[-1] if run.history else {}
