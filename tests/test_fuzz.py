@@ -155,7 +155,7 @@ def mutated_spec(draw) -> str:
     for _ in range(draw(st.integers(1, 4))):
         op = draw(st.sampled_from(["insert", "delete", "replace", "swap"]))
         i = draw(st.integers(0, len(spec)))
-        char = draw(st.sampled_from(list("-0123456789.mnpstdaxi e+") + ["inf", "nan", "-", "--", "\x00", "é"]))
+        char = draw(st.sampled_from([*list("-0123456789.mnpstdaxi e+"), "inf", "nan", "-", "--", "\x00", "é"]))
         if op == "insert":
             spec.insert(i, char)
         elif spec and i < len(spec):

@@ -255,7 +255,10 @@ def test_a_write_that_lands_corrupt_is_caught_before_the_rename(tmp_path, monkey
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", corrupting_fsync)
-    with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*last\.pt: the copy on disk does not read back \(.*checksum mismatch"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"cannot write checkpoint .*last\.pt: the copy on disk does not read back \(.*checksum mismatch",
+    ):
         save_checkpoint(path, {"epoch": 2, "w": marker})
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1

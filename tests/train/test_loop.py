@@ -216,3 +216,27 @@ def test_read_only_output_folder_is_one_line(tmp_path, monkeypatch, capsys, tiny
     assert main(["train", "-q", *tiny_overrides(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"augkd train: error: run folder {tmp_path / 'tiny'} is not writable: Read-only file system"
+
+
+def test_skipped_images_are_reported_in_the_run_folder(tmp_path, bad_tree, tiny_config):
+    root, bad = bad_tree
+    cfg = tiny_config(
+        tmp_path,
+        f"data.root={root}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.bad_files=skip",
+        "epochs=1",
+        "batch_size=8",
+        "data.subset_per_class=0",
+        "data.test_subset_per_class=0",
+    )
+    lines: list[str] = []
+    train(cfg, quiet=True, log=lines.append)
+    report = (tmp_path / "tiny" / "bad_files.txt").read_text().splitlines()
+    assert [line.split("\t")[0] for line in report] == [str(root / "train" / b) for b in bad]
+    assert all(len(line.split("\t")) == 2 and line.split("\t")[1] for line in report)  # path, reason
+    first_path, first_reason = report[0].split("\t")
+    assert lines == [
+        f"augkd train: left out {len(bad)} unreadable image(s) (data.bad_files=skip), e.g. {first_path} "
+        f"({first_reason}); all in {tmp_path / 'tiny' / 'bad_files.txt'}"
+    ]
