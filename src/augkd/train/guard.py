@@ -94,14 +94,16 @@ def check_finite_state(modules: dict[str, nn.Module | None], epoch: int) -> None
     Raises:
         NonFiniteError: names the first few bad entries.
     """
-    bad = [
-        f"{name}.{key}" if name != "model" else key
+    entries = [
+        (key if name == "model" else f"{name}.{key}", value)
         for name, module in modules.items()
         if module is not None
         for key, value in module.state_dict().items()
-        if value.is_floating_point() and not bool(torch.isfinite(value).all())
+        if value.is_floating_point()
     ]
-    if bad:
+    finite = torch.stack([torch.isfinite(v).all() for _, v in entries]) if entries else torch.ones(1, dtype=torch.bool)
+    if not bool(finite.all()):  # one host-device synchronization per epoch
+        bad = [key for (key, _), ok in zip(entries, finite.tolist()) if not ok]
         shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
         raise NonFiniteError(
             f"epoch {epoch + 1}: the model holds non-finite values after training ({shown}); the run stops here and "

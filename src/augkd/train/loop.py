@@ -530,7 +530,7 @@ def train(
             )
             + f" -> {run.run_dir}"
         )
-        if resume:
+        if resume and run.step:
             log(f"resuming after epoch {run.start_epoch} (step {run.step})")
     t_start = time.perf_counter() - (run.history[-1]["elapsed_s"] if run.history else 0.0)
     for epoch in range(run.start_epoch, cfg.epochs):
