@@ -71,6 +71,14 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _load_outer(path: Path) -> Any:
+    """The file's top level, memory-mapped where the format allows (the payload is hashed, not copied)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, ValueError, OSError, EOFError, pickle.UnpicklingError):
+        return _torch_load(path, path, "cpu")  # not a zip-format file: the plain load gives the clear error
+
+
 def _torch_load(source: str | Path | IO[bytes], path: Path, map_location: Any) -> Any:
     try:
         return torch.load(source, map_location=map_location, weights_only=True)
@@ -99,7 +107,7 @@ def _sealed_payload(path: Path, outer: Any) -> memoryview | None:
 
 def _verify(path: Path) -> None:
     """Read a just-written checkpoint back and check its checksum (before it replaces the previous one)."""
-    if _sealed_payload(path, _torch_load(path, path, "cpu")) is None:
+    if _sealed_payload(path, _load_outer(path)) is None:
         raise CheckpointError(f"{path}: the written checkpoint is not sealed")
 
 
@@ -156,10 +164,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    outer = _torch_load(path, path, "cpu")
+    outer = _load_outer(path)
     payload = _sealed_payload(path, outer)
     if payload is None:  # written before checkpoints were sealed
-        state = outer if str(map_location) == "cpu" else _torch_load(path, path, map_location)
+        state = _torch_load(path, path, map_location)  # read in full: no mapping of a file that may change
     else:
         state = _torch_load(io.BytesIO(payload), path, map_location)
     if not isinstance(state, dict):
