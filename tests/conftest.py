@@ -120,3 +120,33 @@ def read_jpegs() -> Callable[[Path, list[str]], list[torch.Tensor]]:
 def load_cfg() -> Callable[..., TrainConfig]:
     """``load_cfg(path, overrides)``: a shipped config loaded with overrides."""
     return lambda path, overrides=None: load_config(TrainConfig, path, list(overrides or []))
+
+
+@pytest.fixture
+def bad_tree(make_tree: TreeFactory) -> tuple[Path, list[str]]:
+    """A tiny ImageFolder tree whose train split holds every kind of bad input next to real JPEGs.
+
+    Returns ``(root, bad)``: ``bad`` lists the unreadable files of the train split (relative, sorted): a truncated
+    JPEG, a zero-byte file, random bytes behind a PNG signature, text named ``.jpg``. Readable but unusual:
+    greyscale, 16-bit greyscale, CMYK and RGBA images.
+    """
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    root = make_tree(("train", "val"), per_class=4)
+    train = root / "train"
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    photo = Image.fromarray(pixels)
+    jpeg = io.BytesIO()
+    photo.save(jpeg, format="JPEG", quality=90)
+    (train / "cat" / "trunc.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    (train / "cat" / "zero.jpg").write_bytes(b"")
+    (train / "dog" / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    (train / "dog" / "text.jpg").write_text("not an image\n")
+    photo.convert("L").save(train / "ship" / "grey.png")
+    Image.fromarray(pixels[..., 0].astype(np.uint16) * 257).save(train / "ship" / "grey16.png")
+    photo.convert("CMYK").save(train / "ship" / "cmyk.jpg")
+    photo.convert("RGBA").save(train / "dog" / "rgba.png")
+    return root, ["cat/trunc.jpg", "cat/zero.jpg", "dog/garbage.png", "dog/text.jpg"]

@@ -79,9 +79,18 @@ def test_every_field_is_documented():
     import dataclasses
 
     from augkd.data.config import DataConfig
-    from augkd.train.config import AugmentConfig, EmaConfig, KdConfig, ModelConfig
+    from augkd.train.config import AugmentConfig, CheckpointConfig, EmaConfig, KdConfig, ModelConfig
 
-    for cls in (TrainConfig, ModelConfig, DataConfig, AugmentConfig, OptimConfig, EmaConfig, KdConfig):
+    for cls in (
+        TrainConfig,
+        ModelConfig,
+        DataConfig,
+        AugmentConfig,
+        OptimConfig,
+        EmaConfig,
+        KdConfig,
+        CheckpointConfig,
+    ):
         docs = field_docs(cls)
         sections = {"model", "data", "augment", "optim", "ema", "kd"}
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in docs and f.name not in sections]

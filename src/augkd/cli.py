@@ -510,7 +510,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from augkd.config import ConfigError
     from augkd.experiments.report import ReportError
     from augkd.experiments.sweep import SweepError
+    from augkd.io import WriteError
     from augkd.train.checkpoint import CheckpointError
+    from augkd.train.guard import NonFiniteError
     from augkd.train.loop import RunError
 
     return (
@@ -520,6 +522,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ReportError,
         CheckpointError,
         RunError,
+        NonFiniteError,
+        WriteError,
         ValueError,
         FileNotFoundError,
         NotADirectoryError,

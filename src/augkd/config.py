@@ -45,17 +45,20 @@ class ConfigError(ValueError):
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only ``true``/``false`` are bools, so ``amp: off`` stays the string ``"off"``; YAML 1.2
-    floats: ``1e-5`` (no dot) is a number, not the string YAML 1.1 makes of it."""
+    """YAML 1.2 booleans and exponents: only ``true``/``false`` are bools (``amp: off`` stays the string ``"off"``)
+    and ``1e-3`` is a float."""
 
 
+# Dates stay strings (``name=2024-01-31`` is a run name); booleans are re-added below with YAML 1.2 spellings.
+_NOT_IMPLICIT = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _NOT_IMPLICIT]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+# YAML 1.2 floats too: ``1e-3`` is a number (YAML 1.1, and so PyYAML, reads it as a string without a dot).
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789.")
 )
@@ -185,6 +188,8 @@ def _unknown_key(key: str, allowed: list[str], prefix: str) -> str:
 
 def _set_dotted(cls: type, data: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
+    if not all(parts):
+        raise ConfigError(f"bad config key {dotted!r}: expected dotted names such as optim.lr")
     node, node_cls, prefix = data, cls, ""
     for i, part in enumerate(parts):
         fields = {f.name: f for f in dataclasses.fields(node_cls)}
@@ -207,8 +212,12 @@ def _set_dotted(cls: type, data: dict[str, Any], dotted: str, value: Any) -> Non
         elif _origin_is_dict(hint):
             # free-form mappings (e.g. model.kwargs.width=32)
             child = node.setdefault(part, {})
-            for sub in parts[i + 1 : -1]:
-                child = child.setdefault(sub, {})
+            for depth, sub in enumerate([*parts[i + 1 : -1], None]):
+                if not isinstance(child, dict):
+                    where = ".".join(parts[: i + 1 + depth])
+                    raise ConfigError(f"{where}: expected a mapping, got {child!r} (setting {dotted!r})")
+                if sub is not None:
+                    child = child.setdefault(sub, {})
             child[parts[-1]] = value
             return
         else:
@@ -221,6 +230,22 @@ def _origin_is_dict(tp: Any) -> bool:
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _plain(value: Any, key: str, depth: int = 0) -> Any:
+    """``value`` if it is plain data (what YAML, JSON and ``weights_only`` checkpoints hold), else a ConfigError."""
+    if depth > 20:
+        raise ConfigError(f"{key}: nested too deeply (or refers to itself)")
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{key}[{i}]", depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        for k in value:
+            if not isinstance(k, (str, int, float, bool)):
+                raise ConfigError(f"{key}: keys must be strings or numbers, got {k!r}")
+        return {k: _plain(v, f"{key}.{k}", depth + 1) for k, v in value.items()}
+    raise ConfigError(f"{key}: expected plain data (numbers, strings, lists, mappings), got {type(value).__name__}")
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
@@ -245,7 +270,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             return value
         return config_from_dict(tp, value if value is not None else {}, key + ".")
     if tp is Any:
-        return value
+        return _plain(value, key)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -274,5 +299,5 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if _origin_is_dict(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
+        return dict(_plain(value, key))
     raise ConfigError(f"{key}: unsupported field type {tp!r}")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -76,3 +77,52 @@ def test_describe_reports_skipped_files(make_tree, tmp_path):
 def test_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="dataset folder not found: .*nothing-here"):
         build_datasets(DataConfig(root=str(tmp_path / "nothing-here"), cache_dir=str(tmp_path)))
+
+
+def test_every_kind_of_bad_input_is_reported_or_stops(bad_tree, tmp_path):
+    bad_tree, bad = bad_tree
+    cfg = DataConfig(root=str(bad_tree), cache_dir=str(tmp_path / "cache"), bad_files="skip")
+    train, _ = build_datasets(cfg, quiet=True)
+    # Every bad file reported with its path and a one-line reason; nothing else left out.
+    assert [p.split("train/", 1)[1] for p, _ in train.skipped] == bad
+    assert all(reason and "\n" not in reason for _, reason in train.skipped)
+    assert len(train) == 12 + 4 and train.split_size == 12 + 4 + len(bad)
+    # Never a wrong label: every kept image's label is its folder's class.
+    assert [train.classes[y] for y in train.labels.tolist()] == [f.split("/")[0] for f in train.files]
+    # Greyscale, 16-bit greyscale, CMYK and RGBA decode to 8-bit RGB; greyscale ones to equal channels.
+    for name in ("ship/grey.png", "ship/grey16.png", "ship/cmyk.jpg", "dog/rgba.png"):
+        image = train.images[train.files.index(name)]
+        assert image.shape == (3, 32, 32) and image.dtype == torch.uint8
+    grey, grey16 = (train.images[train.files.index(f"ship/{n}.png")] for n in ("grey", "grey16"))
+    assert torch.equal(grey[0], grey[1]) and torch.equal(grey16[1], grey16[2])
+    # 16-bit values v * 257 read as the 8-bit v (a plain cast would wrap them around)
+    from PIL import Image
+
+    from augkd.data.decode import decode_one
+
+    with Image.open(bad_tree / "train" / "ship" / "grey16.png") as im:
+        Image.fromarray((np.asarray(im) // 257).astype(np.uint8)).save(tmp_path / "grey8.png")
+    assert torch.equal(grey16, decode_one(tmp_path / "grey8.png", 32))
+    info = describe_dataset(cfg, prepare=True)
+    assert [b.split(": ", 1)[0].split("train/", 1)[1] for b in info["bad_files"]] == bad
+
+    # Stop: the first bad file by path, and what to do about it.
+    with pytest.raises(ValueError, match=r"unreadable image .*train/cat/trunc\.jpg: .*set data\.bad_files=skip"):
+        build_datasets(DataConfig(root=str(bad_tree), cache_dir=str(tmp_path / "cache2")), quiet=True)
+
+
+@pytest.mark.parametrize("bad_files", ["error", "skip"])
+def test_empty_class_folders_stop_in_both_modes(make_tree, tmp_path, bad_files):
+    root = make_tree(("train", "val"), per_class=2)
+    for split in ("train", "val"):
+        (root / split / "yak").mkdir()
+        (root / split / "yak" / "notes.txt").write_text("no images")
+    cfg = DataConfig(root=str(root), cache_dir=str(tmp_path / "cache"), bad_files=bad_files)
+    with pytest.raises(ValueError, match=r"class folder has no images .*train/yak"):
+        build_datasets(cfg, quiet=True)
+    # Only unreadable images: empty once they are left out, which is the same mistake.
+    for split in ("train", "val"):
+        (root / split / "yak" / "0000.jpg").write_bytes(b"")
+    match = r"class folder has no readable images: .*train/yak \(1 unreadable" if bad_files == "skip" else "0000.jpg"
+    with pytest.raises(ValueError, match=match):
+        build_datasets(cfg, quiet=True)

@@ -101,3 +101,12 @@ def test_worker_processes_give_the_same_tensor(tmp_path, real_jpegs):
     two, kept, bad = decode_files(many, 32, quiet=True, workers=2)
     assert torch.equal(one, two) and bool(kept.all()) and bad == []
     assert torch.equal(one[0], decode_one(paths[0]))
+
+
+@pytest.mark.parametrize("ext", ["png", "tif"])
+def test_16_bit_images_are_scaled_to_8_bits(tmp_path, ext):
+    values = np.array([[0, 257, 32896, 65535, 1000, 65534]], dtype=np.uint16)  # v * 257 is the 8-bit v
+    Image.fromarray(values).save(tmp_path / f"deep.{ext}")  # mode I;16 (torchvision reads the PNG, PIL the TIFF)
+    image = decode_one(tmp_path / f"deep.{ext}")
+    expected = torch.tensor([[0, 1, 128, 255, 4, 255]], dtype=torch.uint8)  # round(v / 257), not v mod 256
+    assert image.dtype == torch.uint8 and all(torch.equal(image[c], expected) for c in range(3))

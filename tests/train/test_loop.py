@@ -137,3 +137,141 @@ def test_cutout_runs_after_the_policy(tmp_path, tiny_config):
     # Every image keeps a blank square of at most 8x8 (clipped at the border) after crop and flip.
     blanked = (out[:, 0] == 255).flatten(1).sum(1)
     assert bool((blanked > 0).all() and (blanked <= 64).all())
+
+
+def _stop_after(monkeypatch, epochs: int) -> None:
+    """Make train() raise KeyboardInterrupt once ``epochs`` epochs have finished (and been checkpointed)."""
+    from augkd.train import loop
+
+    original = loop.train_one_epoch
+
+    def stop(run, epoch, progress=True):
+        if epoch == epochs:
+            raise KeyboardInterrupt
+        return original(run, epoch, progress)
+
+    monkeypatch.setattr(loop, "train_one_epoch", stop)
+
+
+def test_resume_from_a_corrupt_last_checkpoint_falls_back_and_stays_exact(tmp_path, monkeypatch, capsys, tiny_config):
+    full = tiny_config(tmp_path / "a", "epochs=3", "model.drop_rate=0.2")
+    train(full, quiet=True)
+    cut = tiny_config(tmp_path / "b", "epochs=3", "model.drop_rate=0.2")
+    with monkeypatch.context() as m:
+        _stop_after(m, 2)
+        with pytest.raises(KeyboardInterrupt):
+            train(cut, quiet=True)
+    run = tmp_path / "b" / "tiny"
+    assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt", "ckpt_epoch0001.pt", "ckpt_epoch0002.pt", "last.pt"]
+    with open(run / "last.pt", "r+b") as f:  # a bit flipped on disk: last.pt and its hard link ckpt_epoch0002.pt
+        f.seek(f.seek(0, 2) // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x10]))
+    capsys.readouterr()
+    train(cut, resume=True, quiet=True)
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 2 and all(w.startswith("augkd: warning: ") for w in warnings)
+    assert "last.pt" in warnings[0] and warnings[-1].endswith("resuming from ckpt_epoch0001.pt instead")
+    a, b = load_checkpoint(tmp_path / "a" / "tiny" / "last.pt"), load_checkpoint(run / "last.pt")
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+    assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt", "ckpt_epoch0002.pt", "ckpt_epoch0003.pt", "last.pt"]
+
+
+def test_full_disk_at_start_stops_before_training(tmp_path, monkeypatch, tiny_config):
+    import shutil
+    from collections import namedtuple
+
+    from augkd.train.checkpoint import CheckpointError
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(2**30, 2**30 - 2**16, 2**16))
+    with pytest.raises(CheckpointError, match=r"not enough free space for checkpoints in .*tiny: 0\.1 MiB free"):
+        train(tiny_config(tmp_path, "epochs=1"), quiet=True)
+    assert not (tmp_path / "tiny" / "metrics.jsonl").exists()
+
+
+def _fail_replace_of(monkeypatch, name: str, nth: int, code: int) -> None:
+    """os.replace onto a file called ``name`` fails with ``code`` from its ``nth`` call on (a disk that fills up)."""
+    import os
+
+    original, calls = os.replace, {"n": 0}
+
+    def replace(src, dst, *args, **kwargs):
+        if os.path.basename(dst) == name:
+            calls["n"] += 1
+            if calls["n"] >= nth:
+                raise OSError(code, os.strerror(code))
+        return original(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+@pytest.mark.parametrize("name", ["last.pt", "metrics.jsonl"])
+def test_disk_full_mid_run_is_one_line_and_keeps_the_previous_files(
+    tmp_path, monkeypatch, capsys, tiny_overrides, name
+):
+    import errno
+
+    from augkd.cli import main
+
+    _fail_replace_of(monkeypatch, name, 2, errno.ENOSPC)  # epoch 1's write succeeds, epoch 2's does not
+    assert main(["train", "-q", *tiny_overrides(tmp_path, "epochs=2")]) == 2
+    err = capsys.readouterr().err.strip()
+    run = tmp_path / "tiny"
+    assert err.count("\n") == 0 and err.startswith("augkd train: error: cannot write ")
+    assert f"{run / name}: No space left on device" in err
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    assert len((run / "metrics.jsonl").read_text().splitlines()) in (1, 2)  # written before last.pt each epoch
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    assert main(["train", "-q", "--resume", *tiny_overrides(tmp_path, "epochs=2")]) == 0  # space again: resume
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
+
+
+def test_read_only_output_folder_is_one_line(tmp_path, monkeypatch, capsys, tiny_overrides):
+    import errno
+    import tempfile
+
+    from augkd.cli import main
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    (tmp_path / "file").write_text("x")
+    assert main(["train", "-q", *tiny_overrides(tmp_path / "file")]) == 2  # out_dir is a file: a real failure
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(f"run folder {tmp_path / 'file' / 'tiny'} is not writable: Not a directory")
+    )
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    assert main(["train", "-q", *tiny_overrides(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"augkd train: error: run folder {tmp_path / 'tiny'} is not writable: Read-only file system"
+
+
+def test_skipped_images_are_reported_in_the_run_folder(tmp_path, bad_tree, tiny_config):
+    root, bad = bad_tree
+    cfg = tiny_config(
+        tmp_path,
+        f"data.root={root}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.bad_files=skip",
+        "epochs=1",
+        "batch_size=8",
+        "data.subset_per_class=0",
+        "data.test_subset_per_class=0",
+    )
+    lines: list[str] = []
+    train(cfg, quiet=True, log=lines.append)
+    report = (tmp_path / "tiny" / "bad_files.txt").read_text().splitlines()
+    assert [line.split("\t")[0] for line in report] == [str(root / "train" / b) for b in bad]
+    assert all(len(line.split("\t")) == 2 and line.split("\t")[1] for line in report)  # path, reason
+    first_path, first_reason = report[0].split("\t")
+    assert lines == [
+        f"augkd train: left out {len(bad)} unreadable image(s) (data.bad_files=skip), e.g. {first_path} "
+        f"({first_reason}); all in {tmp_path / 'tiny' / 'bad_files.txt'}"
+    ]

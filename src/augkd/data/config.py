@@ -91,6 +91,8 @@ class DataConfig:
             )
         if self.workers < 0:
             raise ValueError(f"data.workers must be >= 0; got {self.workers!r}")
+        if not 0 <= self.subset_seed < 2**32:
+            raise ValueError(f"data.subset_seed must be in [0, 2**32); got {self.subset_seed!r}")
         if self.decode_workers < 1:
             raise ValueError(f"data.decode_workers must be >= 1; got {self.decode_workers!r}")
         if not 0.0 < self.rrc_scale_min <= 1.0:

@@ -15,9 +15,9 @@ with antialiased bilinear resampling, then the centre ``size x size`` is cut out
   square store allows.
 
 Decoding uses torchvision's decoders (JPEG, PNG, WebP, GIF; greyscale, palette, RGBA and CMYK all come out as
-RGB) and falls back to PIL for other formats (BMP, TIFF). An image that neither can read is *bad*: decoding
-never raises for it but returns its path and the reason, so the caller can stop with one clear message or
-skip it and report.
+RGB; 16-bit images are scaled to 8 bits) and falls back to PIL for other formats (BMP, TIFF). An image that
+neither can read is *bad*: decoding never raises for it but returns its path and the reason, so the caller can
+stop with one clear message or skip it and report.
 """
 
 from __future__ import annotations
@@ -74,10 +74,22 @@ def _reason(err: Exception) -> str:
     return _CPP_PREFIX.sub("", str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
 
 
+def _to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """16-bit images (PNG, TIFF) scaled to 8 bits (65535 -> 255), not cut off: a plain cast would wrap around."""
+    if image.dtype == torch.uint8:
+        return image
+    if image.dtype not in (torch.uint16, torch.int32):
+        raise ValueError(f"unsupported pixel type {image.dtype}")
+    return (image.to(torch.int32).clamp_(0, 65535) * 255 + 32767).div_(65535, rounding_mode="floor").to(torch.uint8)
+
+
 def _decode_pil(path: str) -> torch.Tensor:
     from PIL import Image
 
     with Image.open(path) as im:
+        if im.mode.startswith("I;16"):  # 16-bit greyscale: PIL's RGB conversion would clip at 255
+            grey = torch.from_numpy(np.asarray(im).astype(np.int32))
+            return _to_uint8(grey).expand(3, -1, -1).contiguous()
         rgb = np.asarray(im.convert("RGB"))
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
 
@@ -87,7 +99,7 @@ def _decode(path: str) -> torch.Tensor:
     if data[:2].tolist() == [0xFF, 0xD8]:  # JPEG: skip decode_image's format sniffing (a third of the time)
         return decode_jpeg(data, mode=ImageReadMode.RGB)
     try:
-        return decode_image(data, mode=ImageReadMode.RGB)
+        return _to_uint8(decode_image(data, mode=ImageReadMode.RGB))  # 16-bit PNGs come out as uint16
     except RuntimeError as err:
         if "Unsupported image file" not in str(err):
             raise

@@ -196,6 +196,15 @@ def _from_entry(
     if skipped and bad_files == "error":
         path_, reason = skipped[0]
         raise ValueError(f"unreadable image {path_}: {reason} (set data.bad_files=skip to leave such files out)")
+    if skipped:  # skipping must not empty a class: that is an empty class folder in disguise
+        counts = torch.bincount(tensors["labels"], minlength=len(meta["classes"])).tolist()
+        empty = [c for c, n in zip(meta["classes"], counts) if n == 0]
+        if empty:
+            bad = [(p, r) for p, r in skipped if Path(p).parent.name == empty[0]] or skipped
+            raise ValueError(
+                f"class folder has no readable images: {Path(meta['source']) / empty[0]} ({len(bad)} unreadable, "
+                f"e.g. {bad[0][0]}: {bad[0][1]})"
+            )
     return InMemoryDataset(
         tensors["images"],
         tensors["labels"],

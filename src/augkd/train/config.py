@@ -13,18 +13,29 @@ and any key can be overridden on the command line: ``augkd train --config X opti
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from augkd.augment.spec import with_magnitude
+from augkd.augment.spec import parse_spec, with_magnitude
 from augkd.data.config import DataConfig
 
-__all__ = ["KD_PRESETS", "AugmentConfig", "EmaConfig", "KdConfig", "ModelConfig", "OptimConfig", "TrainConfig"]
+__all__ = [
+    "KD_PRESETS",
+    "AugmentConfig",
+    "CheckpointConfig",
+    "EmaConfig",
+    "KdConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+]
 
 SCHEDULES = ("cosine", "step", "onecycle", "constant", "exponential")
 #: ``sgd``: torch's SGD (optionally Nesterov); ``rmsproptf``: timm's RMSpropTF, TensorFlow's RMSProp (EfficientNet).
 OPTIMIZERS = ("sgd", "rmsproptf")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+NONFINITE_POLICIES = ("error", "skip")
 
 
 @dataclass
@@ -75,6 +86,10 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.fill <= 255:
             raise ValueError(f"augment.fill must be in [0, 255]; got {self.fill!r}")
+        try:  # checked here so a typo fails before the data is decoded
+            parse_spec(self.policy)
+        except ValueError as exc:
+            raise ValueError(f"augment.policy: {exc}") from None
         if self.off_last_epochs < 0:
             raise ValueError(f"augment.off_last_epochs must be >= 0; got {self.off_last_epochs!r}")
         if self.cutout < 0:
@@ -135,6 +150,11 @@ class OptimConfig:
     """Label smoothing of the cross-entropy."""
     grad_clip: float = 0.0
     """Clip the global gradient norm to this value (0 disables)."""
+    nonfinite: str = "error"
+    """A NaN or infinite training loss: ``error`` stops the run naming the epoch and step (the last checkpoint
+    stays as it was), ``skip`` leaves that step out (no update) and counts it in ``nonfinite_skipped``."""
+    nonfinite_patience: int = 10
+    """With ``nonfinite=skip``: this many non-finite steps in a row stop the run (the model has diverged)."""
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
@@ -164,6 +184,10 @@ class OptimConfig:
             raise ValueError("optim.schedule=onecycle needs optim.warmup_epochs > 0 (the rising part)")
         if sorted(self.milestones) != list(self.milestones):
             raise ValueError(f"optim.milestones must be increasing; got {self.milestones!r}")
+        if self.nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"optim.nonfinite must be error or skip; got {self.nonfinite!r}")
+        if self.nonfinite_patience < 1:
+            raise ValueError(f"optim.nonfinite_patience must be >= 1; got {self.nonfinite_patience!r}")
 
 
 @dataclass
@@ -178,6 +202,19 @@ class EmaConfig:
     def __post_init__(self) -> None:
         if not 0 < self.decay < 1:
             raise ValueError(f"ema.decay must be in (0, 1); got {self.decay!r}")
+
+
+@dataclass
+class CheckpointConfig:
+    """Checkpoints of the run folder: ``last.pt`` plus the last few epochs (see docs/reliability.md)."""
+
+    keep_last: int = 2
+    """Epoch checkpoints ``ckpt_epoch<NNNN>.pt`` kept besides ``last.pt`` (0: only ``last.pt``); ``--resume``
+    falls back to the newest good one when ``last.pt`` is damaged."""
+
+    def __post_init__(self) -> None:
+        if self.keep_last < 0:
+            raise ValueError(f"checkpoint.keep_last must be >= 0; got {self.keep_last!r}")
 
 
 #: The paper's distillation settings (section 4): name -> (k, lambda, temperature).
@@ -284,6 +321,8 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
     kd: KdConfig = field(default_factory=KdConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Which checkpoints the run folder keeps (``checkpoint.keep_last``)."""
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
@@ -293,11 +332,20 @@ class TrainConfig:
             raise ValueError(
                 f"augment.off_last_epochs={self.augment.off_last_epochs} is more than the {self.epochs} epochs"
             )
-        if self.threads < 0:
-            raise ValueError(f"threads must be >= 0; got {self.threads!r}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be in [0, 2**32); got {self.seed!r}")
+        if not 0 <= self.threads <= 4096:
+            raise ValueError(f"threads must be in [0, 4096]; got {self.threads!r}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}; got {self.amp!r}")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d{1,4}", self.device)):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
-        if not self.name or "/" in self.name or self.name in (".", ".."):
-            raise ValueError(f"name must be a plain folder name; got {self.name!r}")
+        if (
+            not self.name
+            or any(c in self.name for c in "/\\\0")
+            or self.name in (".", "..")
+            or len(self.name.encode("utf-8", "surrogatepass")) > 200
+        ):
+            raise ValueError(f"name must be a plain folder name (at most 200 bytes); got {self.name!r}")
+        if "\0" in self.out_dir:
+            raise ValueError(f"out_dir must be a folder path; got {self.out_dir!r}")

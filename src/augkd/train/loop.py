@@ -30,6 +30,7 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
+from augkd import faults
 from augkd.augment import rng
 from augkd.augment.base import Cutout, build_base_augment
 from augkd.augment.spec import build_policy
@@ -38,12 +39,21 @@ from augkd.data import DeviceLoader, InMemoryDataset, build_datasets, build_stre
 from augkd.distill.cache import CacheError, TeacherCache, cache_key, dataset_fingerprint, file_sha256
 from augkd.distill.loss import TopKKL
 from augkd.distill.teacher import TeacherError, load_teacher
-from augkd.io import atomic_write_text
+from augkd.io import atomic_write_text, remove_temp_files
 from augkd.models import count_parameters, create_model
 from augkd.train import distributed
-from augkd.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from augkd.train.checkpoint import (
+    CheckpointError,
+    check_run_folder,
+    epoch_checkpoints,
+    load_latest_checkpoint,
+    save_checkpoint,
+    save_training_checkpoint,
+    tensor_bytes,
+)
 from augkd.train.config import TrainConfig
 from augkd.train.distributed import DistEnv
+from augkd.train.guard import NonFiniteGuard, check_finite_state
 from augkd.train.schedule import lr_factor
 from augkd.train.task import CachedDistillationTask, ClassificationTask, DistillationTask
 
@@ -329,11 +339,13 @@ def setup_run(
         datasets: ``(train, eval)`` to use instead of building ``cfg.data`` (dry runs, calibration).
     """
     env = env or DistEnv()
+    if env.enabled and cfg.optim.nonfinite == "skip":
+        raise RunError("optim.nonfinite=skip is not supported under DDP (the ranks would have to agree); use error")
     run_dir = Path(cfg.out_dir) / cfg.name
     last = run_dir / "last.pt"
-    if resume and not last.is_file():
+    if resume and not (last.is_file() or epoch_checkpoints(run_dir) or (run_dir / "config.yaml").is_file()):
         raise RunError(f"--resume: no checkpoint at {last}")
-    if not resume and last.exists() and not overwrite:
+    if not resume and (last.exists() or epoch_checkpoints(run_dir)) and not overwrite:
         raise RunError(
             f"run folder {run_dir} already holds a run; pass --resume to continue it, --overwrite to "
             f"start over, or name=<other> for a new run"
@@ -403,7 +415,7 @@ def setup_run(
         env=env,
     )
     if resume:
-        _restore(run, load_checkpoint(last, map_location=device))
+        _resume(run)
     if env.enabled:
         run.train_model = distributed.wrap(model, env, device)  # after restoring: every rank holds the same weights
     return run
@@ -417,6 +429,18 @@ def _build_datasets_in_turn(cfg: TrainConfig, env: DistEnv, quiet: bool) -> tupl
     if env.local_rank == 0:
         distributed.barrier()
     return datasets
+
+
+def _resume(run: Run) -> None:
+    """Restore the newest good checkpoint (``last.pt``, else an epoch checkpoint), saying so when it falls back."""
+    found = load_latest_checkpoint(run.run_dir, map_location=run.device)
+    if found is None:  # killed before its first checkpoint: nothing to lose, start from the beginning
+        print(f"augkd: warning: no checkpoint in {run.run_dir} yet; starting the run from epoch 1", file=sys.stderr)
+        return
+    path, state, problems = found
+    for problem in problems:
+        print(f"augkd: warning: {problem}; resuming from {path.name} instead", file=sys.stderr)
+    _restore(run, state)
 
 
 def _restore(run: Run, state: dict[str, Any]) -> None:
@@ -462,6 +486,7 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
     sums: dict[str, torch.Tensor] = {}
     correct = torch.zeros((), device=run.device)
     seen = 0
+    guard = NonFiniteGuard(cfg.optim.nonfinite, cfg.optim.nonfinite_patience, run.device)
     t0 = time.perf_counter()
     bar = tqdm(
         run.train_loader,
@@ -480,6 +505,9 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
         with _autocast(run.device, run.amp_dtype):
             out = run.task(model, images, batch.labels, batch.indices, epoch)
         loss = out["loss"]
+        if not guard.step_ok(loss, epoch, run.step):  # NaN/Inf loss with optim.nonfinite=skip: no update
+            run.step += 1
+            continue
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         if cfg.optim.grad_clip > 0:
@@ -490,6 +518,8 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
         if run.ema is not None:
             run.ema.update_parameters(run.model)
         run.step += 1
+        if faults.armed("kill_at_step", run.step):
+            faults.kill_now()
         n = batch.labels.numel()
         seen += n
         for key, value in out.items():
@@ -506,10 +536,16 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
         )
         sums, correct, seen = dict(zip(keys, totals[: len(keys)])), totals[-2], int(totals[-1].item())
     elapsed = time.perf_counter() - t0
+    guard.check()
+    check_finite_state({"model": model, "ema": run.ema}, epoch)
+    if seen == 0:
+        raise RunError(f"epoch {epoch + 1}: every step had a non-finite loss (optim.nonfinite=skip)")
     stats = {f"train_{k}": (v / seen).item() for k, v in sums.items()}
     if not all(math.isfinite(v) for v in stats.values()):
         raise RunError(f"epoch {epoch + 1}: the training loss is not finite ({stats}); lower optim.lr?")
     stats.update(train_top1=100.0 * correct.item() / seen, lr=lr, train_time_s=elapsed, images_per_s=seen / elapsed)
+    if cfg.optim.nonfinite == "skip":
+        stats["nonfinite_skipped"] = guard.skipped
     return stats
 
 
@@ -596,6 +632,17 @@ def _log_metrics(run: Run, row: dict[str, Any]) -> None:
     atomic_write_text(run.run_dir / "metrics.csv", buf.getvalue())
 
 
+def _report_bad_files(run: Run, log: Any) -> None:
+    """With ``data.bad_files=skip``: every image left out, by path and reason, in ``bad_files.txt`` and one line."""
+    bad = [(p, r) for loader in (run.train_loader, run.eval_loader) for p, r in loader.dataset.skipped]
+    if not bad:
+        return
+    report = run.run_dir / "bad_files.txt"
+    atomic_write_text(report, "".join(f"{p}\t{r}\n" for p, r in bad))
+    first = f"{bad[0][0]} ({bad[0][1]})"
+    log(f"augkd train: left out {len(bad)} unreadable image(s) (data.bad_files=skip), e.g. {first}; all in {report}")
+
+
 def _fmt_epoch(row: dict[str, Any], epochs: int) -> str:
     parts = [f"epoch {row['epoch']}/{epochs}", f"loss {row['train_loss']:.4f}"]
     if "train_kd_loss" in row:
@@ -635,7 +682,10 @@ def train(
 def _train(cfg: TrainConfig, env: DistEnv, resume: bool, quiet: bool, overwrite: bool, log: Any) -> dict[str, Any]:
     run = setup_run(cfg, resume=resume, quiet=quiet, overwrite=overwrite, env=env)
     if env.is_main:
-        run.run_dir.mkdir(parents=True, exist_ok=True)
+        # Fail now, not after the first epoch, when the folder cannot take the checkpoints (read-only, full disk).
+        check_run_folder(run.run_dir, (cfg.checkpoint.keep_last + 2) * 3 * tensor_bytes(run.model.state_dict()))
+        remove_temp_files(run.run_dir)  # left by a killed write; the files they were meant to replace are intact
+        _report_bad_files(run, log)  # even when quiet: the user must know what was left out
         atomic_write_text(run.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     n_params = count_parameters(run.model)
     progress = not quiet and sys.stderr.isatty() and not os.environ.get("CI")
@@ -656,7 +706,7 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: bool, quiet: bool, overwrite:
             )
             + f" -> {run.run_dir}"
         )
-        if resume:
+        if resume and run.step:
             log(f"resuming after epoch {run.start_epoch} (step {run.step})")
     t_start = time.perf_counter() - (run.history[-1]["elapsed_s"] if run.history else 0.0)
     for epoch in range(run.start_epoch, cfg.epochs):
@@ -689,7 +739,9 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: bool, quiet: bool, overwrite:
                     weights = (run.ema.module if which == "ema" else run.model).state_dict()
                     save_checkpoint(run.run_dir / "best.pt", _weights_state(run, epoch + 1, weights, row))
         if env.is_main:
-            save_checkpoint(run.run_dir / "last.pt", _checkpoint_state(run, epoch + 1))
+            save_training_checkpoint(
+                run.run_dir, _checkpoint_state(run, epoch + 1), epoch + 1, cfg.checkpoint.keep_last
+            )
         if not quiet:
             log(_fmt_epoch(row, cfg.epochs))
     final = run.history[-1] if run.history else {}
