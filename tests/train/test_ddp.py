@@ -95,7 +95,16 @@ def test_only_rank_zero_prints_and_writes(runs):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["train_images"] == 200
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        ["best.pt", "config.yaml", "last.pt", "metrics.csv", "metrics.jsonl", "summary.json"]
+        [
+            "best.pt",
+            "ckpt_epoch0001.pt",
+            "ckpt_epoch0002.pt",
+            "config.yaml",
+            "last.pt",
+            "metrics.csv",
+            "metrics.jsonl",
+            "summary.json",
+        ]
     )
 
 

@@ -189,6 +189,8 @@ class Run:
     """This process's rank among the ranks of a ``torchrun`` launch (one process: rank 0 of 1)."""
     train_model: nn.Module | None = None
     """What the training step calls: ``model`` wrapped in DistributedDataParallel, or None for ``model``."""
+    reported_bad_files: list[tuple[str, str]] = field(default_factory=list)
+    """Unreadable images already written to ``bad_files.txt`` (``data.bad_files=skip``)."""
 
     @property
     def steps_per_epoch(self) -> int:
@@ -634,9 +636,17 @@ def _log_metrics(run: Run, row: dict[str, Any]) -> None:
 
 def _report_bad_files(run: Run, log: Any) -> None:
     """With ``data.bad_files=skip``: every image left out, by path and reason, in ``bad_files.txt`` and one line."""
-    bad = [(p, r) for loader in (run.train_loader, run.eval_loader) for p, r in loader.dataset.skipped]
-    if not bad:
+    # In-memory datasets know their bad files up front; the stream loader finds them while it reads (so this is
+    # called again at the end of the run).
+    found = [
+        (p, r)
+        for loader in (run.train_loader, run.eval_loader)
+        for p, r in [*getattr(loader.dataset, "skipped", []), *getattr(loader, "skipped", [])]
+    ]
+    bad = list(dict.fromkeys(found))
+    if not bad or bad == run.reported_bad_files:
         return
+    run.reported_bad_files = bad
     report = run.run_dir / "bad_files.txt"
     atomic_write_text(report, "".join(f"{p}\t{r}\n" for p, r in bad))
     first = f"{bad[0][0]} ({bad[0][1]})"
@@ -744,6 +754,8 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: bool, quiet: bool, overwrite:
             )
         if not quiet:
             log(_fmt_epoch(row, cfg.epochs))
+    if env.is_main:
+        _report_bad_files(run, log)  # files the stream loader found unreadable during the run
     final = run.history[-1] if run.history else {}
     summary = {
         "name": cfg.name,
