@@ -459,7 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(p)
     p.add_argument("--grid", nargs="+", required=True, metavar="key=v1,v2", help="grid axes (any config key, or kd)")
-    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per grid point (0: the config's seed)")
+    p.add_argument(
+        "--seeds", type=int, default=None, help="seeds 0..N-1 per grid point (default 1; 0: the config's seed)"
+    )
     p.add_argument("--out", required=True, help="sweep folder (runs, logs, sweep.json, report/)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once; each gets cpu_count/jobs threads")
     p.add_argument("--no-report", action="store_true", help="only run; write no report")

@@ -198,6 +198,8 @@ def check_cache(cfg: TrainConfig, train_set) -> CachedDistillationTask:
         (("seed=1",), "built with seed=0, but this run has 1"),
         (("augment.fill=0",), "built with augment.fill=128, but this run has 0"),
         (("data.crop_padding=2",), "built with data.crop_padding=4, but this run has 2"),
+        (("augment.off_last_epochs=1",), r"built with augment.off_last_epochs .*=None, but this run has 1"),
+        (("augment.cutout=8",), "built with augment.cutout=0, but this run has 8"),
         (("amp=bf16",), r"built with amp \(autocast dtype of the teacher's forward pass\)='off'"),
         (("kd.k=6",), "holds the teacher's top-5 classes, but this run asks kd.k=6"),
         (("epochs=3",), "the run trains 3 epochs but the cache has epochs 0..1; missing epoch_0002.bin"),

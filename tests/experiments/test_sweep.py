@@ -67,9 +67,24 @@ def test_expand_grid_names_and_overrides() -> None:
     runs = expand_grid(parse_grid(["kd.lambda=0.5,1", "kd=off,on"]), seeds=[0, 1])
     assert len(runs) == 8
     assert runs[0].name == "lambda-0.5_kd-off_seed-0" and runs[-1].name == "lambda-1_kd-on_seed-1"
-    assert runs[0].overrides == ["kd.lambda=0.5", "kd.teacher=''", "seed=0"]
+    assert runs[0].overrides == ["kd.lambda=0.5", "kd.teacher=''", "kd.cache=''", "seed=0"]
     assert runs[1].overrides == ["kd.lambda=0.5", "seed=0"]  # kd=on keeps the base config's teacher
     assert [r.point["seed"] for r in runs[:4]] == ["0"] * 4  # seeds outermost
+
+
+def test_path_values_name_distinct_folders_and_clashes_are_errors() -> None:
+    runs = expand_grid(parse_grid(["kd.teacher=runs/a/best.pt,runs/b/best.pt"]), seeds=[0])
+    assert [r.name for r in runs] == ["teacher-a-best_seed-0", "teacher-b-best_seed-0"]
+    with pytest.raises(SweepError, match="share the run folder 'teacher-a-best'"):
+        expand_grid(parse_grid(["kd.teacher=x/a/best.pt,y/a/best.pt"]), seeds=[])
+
+
+def test_seed_axis_needs_no_seeds_option(tmp_path: Path, tiny_overrides) -> None:
+    from augkd.experiments.sweep import plan_sweep
+
+    fixed = [o for o in tiny_overrides(tmp_path) if not o.startswith(("out_dir=", "name="))]
+    runs = plan_sweep(None, parse_grid(["seed=3,4"]), [], fixed, tmp_path)
+    assert [r.name for r in runs] == ["seed-3", "seed-4"] and runs[1].overrides[-3] == "seed=4"
 
 
 @pytest.mark.parametrize(
@@ -122,5 +137,9 @@ def test_report_averages_seeds(tmp_path: Path) -> None:
         (run / "config.yaml").write_text(f"seed: {seed}\nname: run{seed}\nkd:\n  teacher: ''\n")
     res = make_report([tmp_path], tmp_path / "out")
     assert res["axes"] == [] and len(res["cells"]) == 1
+    runs_part = (tmp_path / "out" / "report.md").read_text().split("## Runs")[1]
+    table = [line for line in runs_part.splitlines() if line.startswith("|")]
+    assert len({line.count("|") for line in table}) == 1  # header, separator and rows: the same number of cells
+    assert "| run0 | 0 | 10.00 | 90.00 | 1 | - |" in table
     cell = res["cells"][0]
     assert cell["mean"] == pytest.approx(12.0) and cell["sd"] == pytest.approx(2.8284, abs=1e-4) and cell["n"] == 2

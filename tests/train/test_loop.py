@@ -275,3 +275,15 @@ def test_skipped_images_are_reported_in_the_run_folder(tmp_path, bad_tree, tiny_
         f"augkd train: left out {len(bad)} unreadable image(s) (data.bad_files=skip), e.g. {first_path} "
         f"({first_reason}); all in {tmp_path / 'tiny' / 'bad_files.txt'}"
     ]
+
+
+def test_overwrite_removes_the_old_run_before_training(tmp_path, monkeypatch, tiny_config):
+    """--overwrite starts over for real: if the new run dies early, --resume cannot pick up the old one."""
+    train(tiny_config(tmp_path, "epochs=1"), quiet=True)
+    run = tmp_path / "tiny"
+    assert (run / "last.pt").is_file() and (run / "summary.json").is_file()
+    with monkeypatch.context() as m:
+        _stop_after(m, 0)
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_config(tmp_path, "epochs=1"), quiet=True, overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]

@@ -367,8 +367,8 @@ class TeacherCache:
         """
         cached = self.header["key"]
         for name, value in key.items():
-            if value is None or cached.get(name) == value:
-                continue
+            if (name == "teacher" and value is None) or cached.get(name) == value:
+                continue  # an unknown teacher (kd.cache alone) is not compared; every other entry must match
             label = KEY_NAMES.get(name, name)
             if name == "dataset":
                 info = self.header.get("dataset", {})

@@ -2,8 +2,9 @@
 
 ``augkd report RUNS... --out DIR`` takes run folders (each with ``summary.json``, ``config.yaml`` and
 ``metrics.jsonl``) or sweep folders (with ``sweep.json``; all their runs). The axes are the config keys whose
-values differ between the runs (the sweep's grid when there is a manifest); ``kd.teacher`` set or empty becomes
-the axis ``kd`` (off/on), and ``seed`` is never an axis: runs that differ only in the seed are averaged.
+values differ between the runs (the sweep's grid when there is a manifest); ``kd.teacher`` (or ``kd.cache``) set
+or empty becomes the axis ``kd`` (off/on), and ``seed`` is never an axis: runs that differ only in the seed are
+averaged.
 
 Files written to ``DIR``:
 
@@ -60,10 +61,15 @@ class RunRecord:
         err = self.summary.get("final_error")
         return None if err is None else float(err)
 
+    @property
+    def kd_source(self) -> str:
+        """Where this run's soft labels came from: its ``kd.teacher`` or ``kd.cache`` (empty: no KD)."""
+        return str(self.config.get("kd.teacher") or self.config.get("kd.cache") or "")
+
     def value(self, axis: str) -> str:
         """This run's value on ``axis`` as a string (``kd`` -> ``off``/``on``)."""
         if axis == KD_AXIS:
-            return "on" if self.config.get("kd.teacher") else "off"
+            return "on" if self.kd_source else "off"
         return _fmt_value(self.config.get(axis))
 
 
@@ -145,13 +151,15 @@ def find_axes(runs: Sequence[RunRecord], grid_axes: Sequence[str] | None = None)
         if len(values) > 1:
             varying.append(key)
     axes: list[str] = []
-    if "kd.teacher" in varying:
-        varying.remove("kd.teacher")
-        teachers = {r.config.get("kd.teacher") for r in runs if r.config.get("kd.teacher")}
-        axes.append(KD_AXIS if len(teachers) == 1 else "kd.teacher")
+    kd_keys = [k for k in ("kd.teacher", "kd.cache") if k in varying]
+    if kd_keys:
+        varying = [k for k in varying if k not in kd_keys]
+        sources = {r.kd_source for r in runs}
+        # KD switched on and off with one teacher (or cache): the axis "kd"; several teachers: each key is an axis.
+        axes.extend([KD_AXIS] if "" in sources and len(sources) == 2 else kd_keys)
     for key in varying:
-        if key.startswith("kd.") and not any(r.config.get("kd.teacher") for r in runs):
-            continue
+        if key.startswith("kd.") and not any(r.kd_source for r in runs):
+            continue  # KD settings of runs that do not distil
         axes.append(key)
     if grid_axes:
         order = {k: i for i, k in enumerate(grid_axes)}
@@ -256,25 +264,20 @@ def make_report(paths: Sequence[str | Path], out: str | Path, title: str | None 
             lines.append(
                 f"| **KD gain** (error without - with){' ' + extra if extra else ''} | " + " | ".join(entries) + " |"
             )
-    lines += [
-        "",
-        "## Runs",
-        "",
-        "| run | "
-        + " | ".join(_axis_title(a) for a in axes)
-        + " | seed | error (%) | best top-1 (%) | epochs | time (s) |",
-    ]
-    lines.append("|" + "---|" * (len(axes) + 6))
+    header = ["run", *(_axis_title(a) for a in axes), "seed", "error (%)", "best top-1 (%)", "epochs", "time (s)"]
+    lines += ["", "## Runs", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in sorted(runs, key=lambda r: r.name):
-        vals = " | ".join(r.value(a) for a in axes)
-        wall = r.summary.get("wall_time_s")
-        lines.append(
-            f"| {r.name} | {vals}{' | ' if axes else ''}{r.config.get('seed')} | "
-            f"{r.error if r.error is not None else '-'} | {r.summary.get('best_top1', '-'):.2f} | "
-            f"{r.summary.get('epochs')} | {wall:.0f} |"
-            if wall is not None
-            else f"| {r.name} | {vals} | {r.config.get('seed')} | {r.error} | - | {r.summary.get('epochs')} | - |"
-        )
+        best, wall = r.summary.get("best_top1"), r.summary.get("wall_time_s")
+        cells_ = [
+            r.name,
+            *(r.value(a) for a in axes),
+            _fmt_value(r.config.get("seed")),
+            "-" if r.error is None else f"{r.error:.2f}",
+            "-" if best is None else f"{float(best):.2f}",
+            _fmt_value(r.summary.get("epochs")),
+            "-" if wall is None else f"{float(wall):.0f}",
+        ]
+        lines.append("| " + " | ".join(cells_) + " |")
     plots = _plots(runs, axes, col_axis, out)
     lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     md = out / "report.md"

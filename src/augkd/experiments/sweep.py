@@ -82,16 +82,16 @@ def parse_grid(items: Sequence[str]) -> list[Axis]:
             bad = [v for v in values if v.lower() not in KD_SWITCH]
             if bad:
                 raise SweepError(f"grid axis 'kd' takes off/on, got {bad[0]!r}")
-        for v in values:
-            if "/" in v and key != "kd.teacher":
-                raise SweepError(f"grid value {v!r} of {key!r} cannot name a run folder (contains '/')")
         axes.append(Axis(key, values))
     return axes
 
 
 def _folder_value(value: str) -> str:
-    """A grid value as it appears in a run folder name (paths keep their file stem)."""
-    return Path(value).stem if "/" in value else value
+    """A grid value as it appears in a run folder name: a path becomes its last two parts joined by ``-``."""
+    if "/" not in value:
+        return value
+    parts = Path(value).with_suffix("").parts
+    return "-".join(p for p in parts[-2:] if p not in ("", "/", ".", ".."))
 
 
 def expand_grid(axes: Sequence[Axis], seeds: Sequence[int]) -> list[SweepRun]:
@@ -108,7 +108,7 @@ def expand_grid(axes: Sequence[Axis], seeds: Sequence[int]) -> list[SweepRun]:
             for key, value in point.items():
                 if key == "kd":
                     if not KD_SWITCH[value.lower()]:
-                        overrides.append("kd.teacher=''")
+                        overrides += ["kd.teacher=''", "kd.cache=''"]
                 else:
                     overrides.append(f"{key}={value}")
             if seed is not None:
@@ -116,6 +116,10 @@ def expand_grid(axes: Sequence[Axis], seeds: Sequence[int]) -> list[SweepRun]:
                 parts.append(f"seed-{seed}")
                 overrides.append(f"seed={seed}")
             runs.append(SweepRun("_".join(parts) or "base", point, overrides))
+    names = [r.name for r in runs]
+    clash = next((n for n in names if names.count(n) > 1), None)
+    if clash is not None:
+        raise SweepError(f"two grid points would share the run folder {clash!r}; use values that differ in name")
     return runs
 
 
@@ -138,8 +142,10 @@ def plan_sweep(
             cfg = load_config(TrainConfig, config, run.overrides)
         except ValueError as exc:
             raise SweepError(f"run {run.name}: {str(exc).splitlines()[0]}") from None
-        if run.point.get("kd", "off").lower() in ("on", "true", "yes") and not cfg.kd.enabled:
-            raise SweepError(f"run {run.name}: kd=on needs a teacher (set kd.teacher in the config or as an override)")
+        if "kd" in run.point and KD_SWITCH[run.point["kd"].lower()] and not cfg.kd.enabled:
+            raise SweepError(
+                f"run {run.name}: kd=on needs a teacher (set kd.teacher or kd.cache in the config or as an override)"
+            )
     return runs
 
 
@@ -155,7 +161,7 @@ def run_sweep(
     config: str | None,
     grid: Sequence[str],
     out: str | Path,
-    seeds: int | Sequence[int] = 1,
+    seeds: int | Sequence[int] | None = None,
     overrides: Sequence[str] = (),
     jobs: int = 1,
     report: bool = True,
@@ -168,7 +174,8 @@ def run_sweep(
         grid: axes as ``key=v1,v2`` strings.
         out: sweep folder; runs go to ``<out>/<run name>``, their logs to ``<out>/<run name>/train.log``, the
             report to ``<out>/report``.
-        seeds: a number of seeds (0..n-1) or an explicit list; 0 or ``[]`` keeps the config's seed.
+        seeds: a number of seeds (0..n-1) or an explicit list; 0 or ``[]`` keeps the config's seed; None: one
+            seed (0), or the grid's own ``seed`` axis.
         overrides: ``key=value`` applied to every run before the grid's own.
         jobs: runs at once (each gets ``cpu_count // jobs`` torch threads unless ``threads`` is set).
         report: write the report when every run is done.
@@ -177,8 +184,10 @@ def run_sweep(
         SweepError: bad grid or config (before anything runs), or runs that failed (after the others finish).
     """
     out = Path(out)
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     axes = parse_grid(grid)
+    if seeds is None:  # default: one seed, unless the grid has a seed axis
+        seeds = 0 if any(a.key == "seed" for a in axes) else 1
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if jobs < 1:
         raise SweepError(f"--jobs must be >= 1, got {jobs}")
     runs = plan_sweep(config, axes, seed_list, overrides, out)

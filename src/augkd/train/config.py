@@ -328,6 +328,11 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1; got {getattr(self, key)!r}")
+        if self.kd.cache and self.data.loader == "stream":
+            raise ValueError(
+                "kd.cache needs data.loader=memory: the teacher cache keys on the in-memory training set "
+                "(its fingerprint and the device-side crop/flip); use a live kd.teacher with the stream loader"
+            )
         if self.augment.off_last_epochs > self.epochs:
             raise ValueError(
                 f"augment.off_last_epochs={self.augment.off_last_epochs} is more than the {self.epochs} epochs"

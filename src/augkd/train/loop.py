@@ -695,6 +695,10 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: bool, quiet: bool, overwrite:
         # Fail now, not after the first epoch, when the folder cannot take the checkpoints (read-only, full disk).
         check_run_folder(run.run_dir, (cfg.checkpoint.keep_last + 2) * 3 * tensor_bytes(run.model.state_dict()))
         remove_temp_files(run.run_dir)  # left by a killed write; the files they were meant to replace are intact
+        if overwrite and not resume:  # start over for real: a later --resume must never pick up the old run
+            old = ["last.pt", "best.pt", "summary.json", "metrics.jsonl", "metrics.csv", "bad_files.txt"]
+            for path in [*(run.run_dir / n for n in old), *(p for _, p in epoch_checkpoints(run.run_dir))]:
+                Path(path).unlink(missing_ok=True)
         _report_bad_files(run, log)  # even when quiet: the user must know what was left out
         atomic_write_text(run.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     n_params = count_parameters(run.model)
