@@ -287,7 +287,7 @@ def cmd_ambiguity(args: argparse.Namespace) -> int:
     dataset = eval_set if args.split == "test" else train_set
     if dataset.num_classes != len(state["classes"]):
         raise CliError(f"the teacher has {len(state['classes'])} classes, the data {dataset.num_classes}")
-    teacher = load_teacher(args.teacher, dataset.num_classes, "cpu")
+    teacher = load_teacher(args.teacher, dataset.num_classes, "cpu", state=state)
     norm = state["normalize"]
     normalize = Normalize(tuple(norm["mean"]), tuple(norm["std"]))
     n = min(args.images, len(dataset))

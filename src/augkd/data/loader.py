@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -75,16 +75,30 @@ class DeviceLoader:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
+        self._init_order(dataset, batch_size, shuffle, drop_last, seed, device, rank, world_size)
+        self.pin_memory = pin_memory and self.device.type == "cuda"
+        source = (dataset.images, dataset.labels, dataset.sample_ids)
+        self._source = tuple(t.to(self.device) for t in source) if preload else source
+
+    def _init_order(
+        self,
+        dataset: Any,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int,
+        device: str | torch.device,
+        rank: int,
+        world_size: int,
+    ) -> None:
+        """Check and keep what decides the epoch order and the shard (shared with the stream loader)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"need 0 <= rank < world_size; got rank={rank}, world_size={world_size}")
         self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
         self.seed, self.device, self.rank, self.world_size = seed, torch.device(device), rank, world_size
-        self.pin_memory = pin_memory and self.device.type == "cuda"
         self.epoch = 0
-        source = (dataset.images, dataset.labels, dataset.sample_ids)
-        self._source = tuple(t.to(self.device) for t in source) if preload else source
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order the next iteration follows (it does not advance by itself)."""

@@ -298,18 +298,12 @@ class StreamLoader(DeviceLoader):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size; got rank={rank}, world_size={world_size}")
+        self._init_order(dataset, batch_size, shuffle, drop_last, seed, device, rank, world_size)
         if bad_files not in ("error", "skip"):
             raise ValueError(f"bad_files must be 'error' or 'skip'; got {bad_files!r}")
         if workers < 0:
             raise ValueError(f"workers must be >= 0; got {workers}")
-        self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
-        self.seed, self.device, self.rank, self.world_size = seed, torch.device(device), rank, world_size
         self.pin_memory = self.device.type == "cuda"
-        self.epoch = 0
         self.transform, self.workers, self.bad_files = transform, workers, bad_files
         self.skipped: list[BadFile] = []
         """``(path, reason)`` of unreadable files left out so far (``bad_files="skip"``)."""

@@ -163,10 +163,6 @@ def top_k_kl(
         raise ValueError(f"k must be in [1, {num_classes}] (the number of classes); got k={k}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0; got {temperature}")
-    if mode not in KD_MODES:
-        raise ValueError(f"mode must be one of {', '.join(KD_MODES)}; got {mode!r}")
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be mean, sum or none; got {reduction!r}")
     teacher = teacher_top_k(teacher_logits, k, temperature)
     return top_k_kl_from_teacher(student_logits, teacher, temperature, mode, t2_scale, reduction)
 

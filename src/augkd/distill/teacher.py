@@ -72,14 +72,19 @@ def load_teacher(
     device: torch.device | str = "cpu",
     student_norm: tuple[Sequence[float], Sequence[float]] | None = None,
     channels_last: bool = False,
+    state: dict[str, Any] | None = None,
 ) -> Teacher:
     """Load a teacher from an augkd checkpoint (``best.pt`` or ``last.pt``) for a student with ``num_classes``.
+
+    ``state``: the checkpoint already read from ``path`` (by :func:`~augkd.train.checkpoint.load_checkpoint`), so a
+    caller that needs its entries too reads the file once.
 
     Raises:
         CheckpointError: missing, corrupt or unsafe file.
         TeacherError: not an augkd checkpoint, or a class count that differs from the student's.
     """
-    state: dict[str, Any] = load_checkpoint(path, map_location="cpu")
+    if state is None:
+        state = load_checkpoint(path, map_location="cpu")
     if "model" not in state or "config" not in state:
         raise TeacherError(f"{path}: not an augkd checkpoint (no model/config entries)")
     model_cfg = state["config"].get("model", {})
