@@ -216,17 +216,14 @@ def make_report(paths: Sequence[str | Path], out: str | Path, title: str | None 
     row_values = [_sort_values(list(dict.fromkeys(r.value(a) for r in runs))) for a in row_axes]
     groups = _group(runs, axes)
 
-    cells = []
-    for key, rs in groups.items():
-        cells.append({"point": dict(zip(axes, key, strict=True)), **_cell(rs)})
+    stats = {key: _cell(rs) for key, rs in groups.items()}
+    cells = [{"point": dict(zip(axes, key, strict=True)), **cell} for key, cell in stats.items()]
 
     def cell_at(row: tuple[str, ...], col: str) -> dict[str, Any] | None:
         point = dict(zip(row_axes, row, strict=True))
         if col_axis:
             point[col_axis] = col
-        key = tuple(point[a] for a in axes)
-        rs = groups.get(key)
-        return _cell(rs) if rs else None
+        return stats.get(tuple(point[a] for a in axes))
 
     lines = [f"# {title or 'Report'}", ""]
     lines.append(
