@@ -22,7 +22,18 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["SLOTS", "hash32", "key", "key_to_randint", "key_to_uniform", "keys", "randint", "uniform"]
+__all__ = [
+    "SLOTS",
+    "hash32",
+    "key",
+    "key_to_randint",
+    "key_to_uniform",
+    "keys",
+    "randint",
+    "seed_global_stream",
+    "stream_seed",
+    "uniform",
+]
 
 _MASK32 = 0xFFFFFFFF
 
@@ -41,6 +52,9 @@ SLOTS: dict[str, int] = {
     "cutout_x": 9,
     # data (augkd.data.memory): the seeded, stratified subset draw
     "subset": 10,
+    # training (augkd.train.loop): the seed of torch's global RNG while the model's weights are initialized
+    # (the run seed itself, see stream_seed)
+    "init": 11,
     # policies (augkd.augment.policies): slots 100.. are per policy step, see policies for the layout
     "subpolicy": 100,
     "policy_base": 1000,
@@ -125,3 +139,26 @@ def randint(seed: int, epoch: int, index: torch.Tensor, slot: int, high: int | t
         high = high.to(device=k.device, dtype=torch.int64)
     # Multiply-shift maps 32-bit keys to [0, high) without the modulo bias of small ranges.
     return (k * high) >> 32
+
+
+def stream_seed(seed: int, stream: str, epoch: int = 0, rank: int = 0) -> int:
+    """The seed of a named stream of torch's *global* RNG, a pure function of (seed, stream, epoch, rank).
+
+    Code that cannot take a generator (weight initialization, dropout, Shake-Shake) draws from torch's global
+    RNG. augkd reseeds that RNG from this function right before each such consumer, so what ran before it (data
+    decoding, evaluation, a teacher, logging) can never change a run's numbers.
+
+    ``init`` (the model's initial weights) is the run seed itself, as in every augkd run so far; other streams
+    are keyed hashes (``epoch_seed`` is the stream of one epoch's training steps on one rank).
+    """
+    if stream not in SLOTS:
+        raise ValueError(f"unknown random stream {stream!r}; known: {sorted(SLOTS)}")
+    if stream == "init":
+        return int(seed)
+    index = torch.tensor([rank], dtype=torch.int64)
+    return int(key(seed, epoch, index, slot=SLOTS[stream]).item())
+
+
+def seed_global_stream(seed: int, stream: str, epoch: int = 0, rank: int = 0) -> None:
+    """Reseed torch's global RNG (every device) for the named stream: see :func:`stream_seed`."""
+    torch.manual_seed(stream_seed(seed, stream, epoch, rank))

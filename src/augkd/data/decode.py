@@ -187,7 +187,8 @@ def decode_files(
     decoder = _ChunkDecoder(paths, size, crop_fraction, chunk)
     # Starting worker processes costs a fraction of a second: only worth it for a few hundred files or more.
     num_workers = workers if workers > 1 and n >= _MIN_FILES_FOR_WORKERS else 0
-    loader = DataLoader(decoder, batch_size=None, shuffle=False, num_workers=num_workers)
+    # Its own generator: a DataLoader draws its workers' base seed from it, and must not touch torch's global RNG.
+    loader = DataLoader(decoder, batch_size=None, shuffle=False, num_workers=num_workers, generator=torch.Generator())
     images = torch.empty((n, 3, size, size), dtype=torch.uint8)
     kept = torch.ones(n, dtype=torch.bool)
     bad: list[BadFile] = []

@@ -149,15 +149,6 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
-def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    """Seed of torch's global RNG for an epoch (dropout, stochastic depth): resuming at an epoch is exact.
-
-    Each rank of a distributed run draws its own stream (rank 0's is the single-process one).
-    """
-    index = torch.tensor([rank], dtype=torch.int64)
-    return int(rng.key(seed, epoch, index, slot=rng.SLOTS["epoch_seed"]).item())
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Setup
 
@@ -357,7 +348,6 @@ def setup_run(
     device = distributed.rank_device(resolve_device(cfg.device), env)
     amp_dtype = resolve_amp(cfg.amp, device)
     batch_size = distributed.per_rank_batch(cfg.batch_size, env)
-    torch.manual_seed(cfg.seed)
 
     stream = cfg.data.loader == "stream" and datasets is None  # JPEGs decoded per batch by workers
     shard = {"rank": env.rank, "world_size": env.world_size}
@@ -372,6 +362,9 @@ def setup_run(
             datasets = _build_datasets_in_turn(cfg, env, quiet)
         train_set, eval_set = datasets
     stats = dataset_stats(cfg.data)
+    # The initial weights come from their own named stream, reseeded here: decoding the data (a DataLoader draws
+    # from the global RNG) or anything else that ran before cannot change them.
+    rng.seed_global_stream(cfg.seed, "init")
     model = build_model(cfg, train_set.num_classes).to(device)
     if cfg.sync_bn:
         model = distributed.convert_sync_bn(model, env, device)
@@ -483,7 +476,7 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
     cfg = run.cfg
     model = run.train_model if run.train_model is not None else run.model
     model.train()
-    torch.manual_seed(epoch_seed(cfg.seed, epoch, run.env.rank))
+    rng.seed_global_stream(cfg.seed, "epoch_seed", epoch, run.env.rank)  # dropout, Shake-Shake: replayable per epoch
     run.train_loader.set_epoch(epoch)
     sums: dict[str, torch.Tensor] = {}
     correct = torch.zeros((), device=run.device)
