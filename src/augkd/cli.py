@@ -253,6 +253,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         report=not args.no_report,
         log=lambda msg: print(msg, flush=True),
+        cache=args.cache,
     )
     return 0
 
@@ -465,6 +466,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="sweep folder (runs, logs, sweep.json, report/)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once; each gets cpu_count/jobs threads")
     p.add_argument("--no-report", action="store_true", help="only run; write no report")
+    p.add_argument(
+        "--cache",
+        action="store_true",
+        help="KD runs that differ only in KD settings (lambda, K, T, mode, weighting), the student or the optimizer "
+        "share one teacher cache, built once in OUT/caches/ (runs without KD never wait for it)",
+    )
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="Markdown table and PNG plots over finished runs or sweeps")

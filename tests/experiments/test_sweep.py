@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
 from augkd.cli import main
@@ -143,3 +144,65 @@ def test_report_averages_seeds(tmp_path: Path) -> None:
     assert "| run0 | 0 | 10.00 | 90.00 | 1 | - |" in table
     cell = res["cells"][0]
     assert cell["mean"] == pytest.approx(12.0) and cell["sd"] == pytest.approx(2.8284, abs=1e-4) and cell["n"] == 2
+
+
+def test_group_caches_shares_one_cache_per_augmentation_stream(tmp_path, tiny_overrides, tiny_teacher) -> None:
+    from augkd.experiments.sweep import group_caches, plan_sweep
+
+    overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith(("out_dir=", "name="))]
+    overrides += ["augment.policy=geo-n2-m3", f"kd.teacher={tiny_teacher}"]
+    axes = parse_grid(["augment.magnitude=2,6", "kd.lambda=0.5,1", "kd.k=2,3", "kd=off,on"])
+    runs = plan_sweep(None, axes, [0, 1], overrides, tmp_path)
+    groups = group_caches(None, runs, tmp_path)
+    kd_runs = [r.name for r in runs if r.point["kd"] == "on"]
+    assert sorted(groups) == sorted(kd_runs)  # runs without KD never get (or wait for) a cache
+    # One cache per (magnitude, seed): lambda and K do not change what the teacher sees; K is the largest asked.
+    distinct = {id(g): g for g in groups.values()}.values()
+    assert len(distinct) == 2 * 2
+    for group in distinct:
+        assert len(group.runs) == 4 and group.k == 3 and group.folder.parent == tmp_path / "caches"
+        points = {tuple(r.split("_")[i] for i in (0, 4)) for r in group.runs}
+        assert len(points) == 1, points  # one magnitude, one seed
+
+
+def test_sweep_with_cache_equals_live_teacher_runs(sweep_dir: Path, tmp_path, tiny_overrides, tiny_teacher) -> None:
+    overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith(("out_dir=", "name="))]
+    overrides += ["augment.policy=geo-n2-m3", f"kd.teacher={tiny_teacher}"]
+    logs: list[str] = []
+    result = run_sweep(
+        None,
+        ["augment.magnitude=6", "kd.lambda=0.5,1"],
+        tmp_path,
+        seeds=0,
+        overrides=overrides,
+        cache=True,
+        log=logs.append,
+        report=False,
+    )
+    (cache,) = result["caches"]
+    assert cache["runs"] == ["magnitude-6_lambda-0.5", "magnitude-6_lambda-1"] and cache["teacher_passes_saved"] == 1
+    assert sum("building" in line for line in logs) == 1
+    for name in cache["runs"]:
+        assert yaml.safe_load((tmp_path / name / "config.yaml").read_text())["kd"]["cache"] == cache["folder"]
+
+    # lambda=1 is the preset's value: the cached run's losses are the live-teacher run's of the module sweep.
+    def losses(run: Path) -> list[float]:
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [r["train_loss"] for r in rows]
+
+    assert losses(tmp_path / "magnitude-6_lambda-1") == pytest.approx(
+        losses(sweep_dir / "magnitude-6_kd-on"), rel=1e-6, abs=1e-7
+    )
+    # Run again: nothing is rebuilt, the manifest still reports the cache.
+    logs.clear()
+    again = run_sweep(
+        None,
+        ["augment.magnitude=6", "kd.lambda=0.5,1"],
+        tmp_path,
+        seeds=0,
+        overrides=overrides,
+        cache=True,
+        log=logs.append,
+        report=False,
+    )
+    assert not any("building" in line for line in logs) and again["caches"][0]["build_seconds"] is not None

@@ -151,6 +151,10 @@ def find_axes(runs: Sequence[RunRecord], grid_axes: Sequence[str] | None = None)
         if len(values) > 1:
             varying.append(key)
     axes: list[str] = []
+    if all(r.config.get("kd.teacher") or not r.config.get("kd.cache") for r in runs):
+        # Every cache was built from the run's own kd.teacher (`augkd sweep --cache`: one per seed): the teacher
+        # names the soft labels' source, and the cache folder is no axis.
+        varying = [k for k in varying if k != "kd.cache"]
     kd_keys = [k for k in ("kd.teacher", "kd.cache") if k in varying]
     if kd_keys:
         varying = [k for k in varying if k not in kd_keys]

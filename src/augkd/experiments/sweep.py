@@ -9,15 +9,23 @@ first run starts, so a typo in any axis fails at once. When every run is done th
 Any config key can be an axis (``kd.lambda=0.5,1,2``, ``model.name=fastnet9,resnet20``,
 ``augment.policy=ra-n2-m9,aa-cifar10``). One axis is special: ``kd=off,on`` turns distillation off (clears
 ``kd.teacher``) or keeps the base config's teacher.
+
+With ``cache=True`` (``augkd sweep --cache``) the KD runs with a live teacher share teacher soft-label caches
+(:mod:`augkd.distill.cache`): runs whose configs differ only in what the teacher's answers do not depend on (KD
+loss settings, the student model, the optimizer, EMA, evaluation and naming) form one group, whose cache is built
+once with ``augkd teacher-cache`` (at the largest ``kd.k`` of the group) by the first of its runs to start, and
+every run of the group trains from it (``kd.cache=...``). Runs without KD never wait for a cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,10 +35,44 @@ from typing import Any
 
 from augkd.io import atomic_write_text
 
-__all__ = ["Axis", "SweepError", "SweepRun", "expand_grid", "parse_grid", "plan_sweep", "run_sweep"]
+__all__ = [
+    "Axis",
+    "CacheGroup",
+    "SweepError",
+    "SweepRun",
+    "expand_grid",
+    "group_caches",
+    "parse_grid",
+    "plan_sweep",
+    "run_sweep",
+]
 
 MANIFEST = "sweep.json"
 KD_SWITCH = {"off": False, "false": False, "no": False, "on": True, "true": True, "yes": True}
+CACHES = "caches"
+#: Config keys (and sections, ending in ``.``) that the teacher's answers on the augmented images do not depend
+#: on: runs that differ only in these can share one teacher cache. Anything not listed keeps runs apart, so an
+#: unknown key can cost a second cache but never a wrong one. ``kd.temperature`` and ``kd.mode`` are listed
+#: for ``renorm`` only: a ``partial`` cache stores the log-sum-exp at its own temperature.
+CACHE_IRRELEVANT = (
+    "name",
+    "out_dir",
+    "threads",
+    "eval_batch_size",
+    "eval_every",
+    "eval_flip",
+    "channels_last",
+    "model.",
+    "optim.",
+    "ema.",
+    "checkpoint.",
+    "kd.lambda",
+    "kd.k",
+    "kd.weighting",
+    "kd.t2_scale",
+    "kd.preset",
+    "kd.cache",
+)
 
 
 class SweepError(ValueError):
@@ -132,21 +174,86 @@ def plan_sweep(
         SweepError: a point whose config is invalid (the message names the run and the key), or ``kd=on`` while
             the base config has no teacher.
     """
-    from augkd.config import load_config
-    from augkd.train.config import TrainConfig
-
     runs = expand_grid(axes, seeds)
     for run in runs:
         run.overrides = [*overrides, *run.overrides, f"out_dir={out}", f"name={run.name}"]
-        try:
-            cfg = load_config(TrainConfig, config, run.overrides)
-        except ValueError as exc:
-            raise SweepError(f"run {run.name}: {str(exc).splitlines()[0]}") from None
+        cfg = _run_config(config, run)
         if "kd" in run.point and KD_SWITCH[run.point["kd"].lower()] and not cfg.kd.enabled:
             raise SweepError(
                 f"run {run.name}: kd=on needs a teacher (set kd.teacher or kd.cache in the config or as an override)"
             )
     return runs
+
+
+def _run_config(config: str | None, run: SweepRun) -> Any:
+    from augkd.config import load_config
+    from augkd.train.config import TrainConfig
+
+    try:
+        return load_config(TrainConfig, config, run.overrides)
+    except ValueError as exc:
+        raise SweepError(f"run {run.name}: {str(exc).splitlines()[0]}") from None
+
+
+@dataclass
+class CacheGroup:
+    """KD runs that can share one teacher cache: built once into ``folder`` at ``k`` (the largest ``kd.k``)."""
+
+    folder: Path
+    runs: list[str]
+    k: int
+    overrides: list[str]
+    """The overrides of the group's first run: the cache is built from that run's config."""
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    seconds: float | None = None
+    """Wall time of this sweep's build of the cache (None: not built by this call, e.g. already complete)."""
+
+
+def _stream_key(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """The flattened config without the keys that the teacher's answers do not depend on."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: dict[str, Any]) -> None:
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            if isinstance(value, dict) and value and dotted != "model.kwargs":
+                walk(dotted + ".", value)
+            else:
+                flat[dotted] = value
+
+    walk("", cfg_dict)
+    partial = flat.get("kd.mode") == "partial"
+    irrelevant = CACHE_IRRELEVANT if partial else (*CACHE_IRRELEVANT, "kd.temperature", "kd.mode")
+    return {
+        k: v for k, v in flat.items() if not any(k == r or (r.endswith(".") and k.startswith(r)) for r in irrelevant)
+    }
+
+
+def group_caches(config: str | None, runs: Sequence[SweepRun], out: Path) -> dict[str, CacheGroup]:
+    """Group the sweep's KD runs that use a live teacher by the augmentation stream their teacher sees.
+
+    Returns:
+        run name -> its :class:`CacheGroup` (runs of one group share the object); runs without KD, or that
+        already name a ``kd.cache``, are not in it.
+    """
+    from augkd.config import config_to_dict
+
+    groups: dict[str, CacheGroup] = {}
+    by_run: dict[str, CacheGroup] = {}
+    for run in runs:
+        cfg = _run_config(config, run)
+        if not cfg.kd.teacher or cfg.kd.cache:
+            continue
+        key = _stream_key(config_to_dict(cfg))
+        key["kd.teacher"] = str(Path(cfg.kd.teacher).resolve())
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        group = groups.get(digest)
+        if group is None:
+            group = groups[digest] = CacheGroup(out / CACHES / digest, [], cfg.kd.k, list(run.overrides))
+        group.runs.append(run.name)
+        group.k = max(group.k, cfg.kd.k)
+        by_run[run.name] = group
+    return by_run
 
 
 def _status(run_dir: Path) -> str:
@@ -166,6 +273,7 @@ def run_sweep(
     jobs: int = 1,
     report: bool = True,
     log: Callable[[str], None] = print,
+    cache: bool = False,
 ) -> dict[str, Any]:
     """Run (or continue) a sweep and write its report; returns ``{"runs": [...], "report": {...} | None}``.
 
@@ -179,6 +287,8 @@ def run_sweep(
         overrides: ``key=value`` applied to every run before the grid's own.
         jobs: runs at once (each gets ``cpu_count // jobs`` torch threads unless ``threads`` is set).
         report: write the report when every run is done.
+        cache: share teacher caches among KD runs that differ only in KD settings (see the module docstring);
+            the caches go to ``<out>/caches/<key>/``.
 
     Raises:
         SweepError: bad grid or config (before anything runs), or runs that failed (after the others finish).
@@ -191,21 +301,28 @@ def run_sweep(
     if jobs < 1:
         raise SweepError(f"--jobs must be >= 1, got {jobs}")
     runs = plan_sweep(config, axes, seed_list, overrides, out)
+    caches = group_caches(config, runs, out) if cache else {}
     out.mkdir(parents=True, exist_ok=True)
-    manifest = {
+    manifest: dict[str, Any] = {
         "config": config,
         "grid": [{"key": a.key, "values": list(a.values)} for a in axes],
         "seeds": seed_list,
         "overrides": list(overrides),
         "runs": [{"name": r.name, "point": r.point} for r in runs],
     }
+    if cache:
+        manifest["caches"] = _caches_manifest(caches)
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     env = dict(os.environ)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     if jobs > 1:
         env.setdefault("OMP_NUM_THREADS", str(threads))
+    extra = [f"threads={threads}"] if jobs > 1 and not any(o.startswith("threads=") for o in overrides) else []
     todo = [r for r in runs if _status(out / r.name) != "done"]
     log(f"augkd sweep: {len(runs)} runs ({len(runs) - len(todo)} already done) -> {out}")
+    if caches:
+        n_groups = len({id(g) for g in caches.values()})
+        log(f"augkd sweep: {len(caches)} KD runs share {n_groups} teacher cache(s) in {out / CACHES}")
     failed: list[str] = []
 
     def one(i_run: tuple[int, SweepRun]) -> None:
@@ -215,8 +332,14 @@ def run_sweep(
         cmd = [sys.executable, "-m", "augkd", "train", "--quiet"]
         if config:
             cmd += ["--config", str(config)]
-        extra = [f"threads={threads}"] if jobs > 1 and not any(o.startswith("threads=") for o in overrides) else []
         cmd += [*run.overrides, *extra]
+        group = caches.get(run.name)
+        if group is not None:
+            if not _ensure_cache(config, group, [*extra], env, log):
+                failed.append(run.name)
+                log(f"[{i}/{len(todo)}] {run.name}: FAILED, its teacher cache could not be built")
+                return
+            cmd.append(f"kd.cache={group.folder}")
         cmd += ["--resume"] if status == "partial" else ["--overwrite"]
         run_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
@@ -230,18 +353,76 @@ def run_sweep(
         summary = json.loads((run_dir / "summary.json").read_text())
         log(f"[{i}/{len(todo)}] {run.name}: error {summary.get('final_error')}% in {time.perf_counter() - t0:.0f}s")
 
+    if caches:  # runs without KD first: they never wait for a cache
+        todo.sort(key=lambda r: r.name in caches)
+
     if jobs == 1:
         for item in enumerate(todo, 1):
             one(item)
     else:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             list(pool.map(one, enumerate(todo, 1)))
+    if cache:
+        manifest["caches"] = _caches_manifest(caches)
+        atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     if failed:
         raise SweepError(f"{len(failed)} of {len(runs)} runs failed ({', '.join(failed)}); rerun to retry them")
     result: dict[str, Any] = {"runs": [str(out / r.name) for r in runs], "report": None}
+    if cache:
+        result["caches"] = manifest["caches"]
     if report:
         from augkd.experiments.report import make_report
 
         result["report"] = make_report([out], out / "report")
         log(f"report: {result['report']['markdown']}")
     return result
+
+
+def _ensure_cache(
+    config: str | None, group: CacheGroup, extra: list[str], env: dict[str, str], log: Callable[[str], None]
+) -> bool:
+    """Build (or finish) the group's cache once; the group's other runs wait here. True when it is complete."""
+    with group.lock:
+        done = group.folder / ".complete"
+        if done.is_file():
+            return True
+        cmd = [sys.executable, "-m", "augkd", "teacher-cache", "--quiet", "--out", str(group.folder)]
+        if config:
+            cmd += ["--config", str(config)]
+        cmd += ["--k", str(group.k), *group.overrides, *extra]
+        group.folder.mkdir(parents=True, exist_ok=True)
+        log(f"teacher cache {group.folder.name}: building for {len(group.runs)} run(s) at K={group.k}")
+        t0 = time.perf_counter()
+        with open(group.folder.parent / f"{group.folder.name}.log", "a") as fh:
+            rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        if rc != 0:
+            log(f"teacher cache {group.folder.name}: FAILED (exit {rc}); see {group.folder.parent}")
+            return False
+        group.seconds = time.perf_counter() - t0
+        atomic_write_text(done, json.dumps({"seconds": group.seconds, "runs": group.runs}) + "\n")
+        log(f"teacher cache {group.folder.name}: built in {group.seconds:.0f}s")
+        return True
+
+
+def _caches_manifest(caches: dict[str, CacheGroup]) -> list[dict[str, Any]]:
+    """One entry per cache: its folder, runs, K and build time (read back from ``.complete`` on a resumed sweep).
+
+    ``teacher_passes_saved`` counts the live-teacher passes over the training data that sharing avoids (one per
+    run beyond the first; building the cache is the one pass that is paid).
+    """
+    entries = []
+    for group in {id(g): g for g in caches.values()}.values():
+        done = group.folder / ".complete"
+        seconds = group.seconds
+        if seconds is None and done.is_file():
+            seconds = json.loads(done.read_text()).get("seconds")
+        entries.append(
+            {
+                "folder": str(group.folder),
+                "runs": group.runs,
+                "k": group.k,
+                "build_seconds": seconds,
+                "teacher_passes_saved": len(group.runs) - 1,
+            }
+        )
+    return entries
