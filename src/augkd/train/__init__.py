@@ -2,7 +2,7 @@
 
 - :mod:`augkd.train.config`: :class:`TrainConfig` and its sections.
 - :mod:`augkd.train.loop`: :func:`train`, :func:`setup_run`, :func:`evaluate`.
-- :mod:`augkd.train.task`: how a batch becomes losses (plain classification, distillation).
+- :mod:`augkd.distill.task`: how a batch becomes losses (plain classification, distillation).
 - :mod:`augkd.train.schedule`: learning-rate multipliers as pure functions of the step.
-- :mod:`augkd.train.checkpoint`: atomic, ``weights_only`` checkpoints.
+- :mod:`augkd.checkpoint`: atomic, ``weights_only`` checkpoints.
 """
