@@ -23,7 +23,6 @@ from tqdm import tqdm
 
 import augkd
 from augkd.data.loader import DeviceLoader
-from augkd.data.memory import InMemoryDataset
 from augkd.data.pipeline import BatchPipeline
 from augkd.distill.cache import (
     CacheError,
@@ -45,10 +44,7 @@ def write_teacher_cache(
     teacher: nn.Module,
     teacher_id: str,
     pipeline: BatchPipeline,
-    train_set: InMemoryDataset,
-    batch_size: int,
-    seed: int,
-    device: torch.device,
+    loader: DeviceLoader,
     amp_dtype: torch.dtype | None,
     epochs: int,
     k: int,
@@ -67,10 +63,8 @@ def write_teacher_cache(
         out: the cache folder.
         teacher: the frozen teacher (:class:`~augkd.distill.teacher.Teacher`) on ``device``.
         teacher_id: its fingerprint (:func:`~augkd.distill.teacher.teacher_fingerprint`), part of the key.
-        pipeline: the run's batch pipeline (stages and normalization) on ``device``.
-        train_set: the run's training set.
-        batch_size, seed: the run's global batch and seed (the order of the batches).
-        device: where the batches are made and the teacher runs.
+        pipeline: the run's batch pipeline (stages and normalization) on the loader's device.
+        loader: the run's training batches in the run's order, *without* dropping the last partial batch.
         amp_dtype: the run's autocast dtype (None: float32).
         epochs: epochs to cover.
         k: classes kept per image; any run with ``kd.k <= k`` can use the cache.
@@ -89,6 +83,7 @@ def write_teacher_cache(
         CacheError: bad ``epochs`` or ``k``, or ``out`` holds a cache built with other settings.
     """
     t0 = time.perf_counter()
+    train_set, device = loader.dataset, loader.device
     num_classes = train_set.num_classes
     if epochs < 1:
         raise CacheError(f"--epochs must be >= 1; got {epochs}")
@@ -108,7 +103,7 @@ def write_teacher_cache(
         "layout": layout.describe(),
         "stats_columns": ["lse_t", "lse_1", "entropy", "log_p_label"],
         "dataset": describe_dataset_for_cache(train_set),
-        "batch_size": batch_size,
+        "batch_size": loader.batch_size,
         "device": str(device),
         "augkd_version": augkd.__version__,
         **(provenance or {}),
@@ -120,8 +115,6 @@ def write_teacher_cache(
     row_of = torch.full((int(ids.max()) + 1,), -1, dtype=torch.int64)
     row_of[ids] = torch.arange(len(ids))
     row_of = row_of.to(device)
-    # The training loader's batches, plus the remainder a drop_last epoch leaves out.
-    loader = DeviceLoader(train_set, batch_size, shuffle=True, drop_last=False, seed=seed, device=device)
     show = (not quiet and sys.stderr.isatty()) if progress is None else progress
     bar = tqdm(total=len(todo) * len(loader), desc="teacher cache", disable=not show, file=sys.stderr)
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()

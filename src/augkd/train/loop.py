@@ -18,7 +18,6 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,6 @@ from augkd.checkpoint import (
 )
 from augkd.config import config_to_dict
 from augkd.data import DeviceLoader, InMemoryDataset
-from augkd.data.pipeline import BatchPipeline, Normalize, TrainAugment
 from augkd.io import atomic_write_text, remove_temp_files
 from augkd.models import count_parameters
 from augkd.models.build import build_model
@@ -50,6 +48,7 @@ from augkd.train.distributed import DistEnv
 from augkd.train.guard import NonFiniteGuard, check_finite_state
 from augkd.train.metrics import format_epoch, format_start, log_metrics, report_bad_files, run_summary, write_summary
 from augkd.train.optim import build_optimizer
+from augkd.train.run import Run
 from augkd.train.schedule import lr_factor
 
 __all__ = ["Run", "RunError", "evaluate", "setup_run", "train", "train_one_epoch"]
@@ -57,54 +56,6 @@ __all__ = ["Run", "RunError", "evaluate", "setup_run", "train", "train_one_epoch
 
 # ----------------------------------------------------------------------------------------------------------------
 # Setup
-
-
-@dataclass
-class Run:
-    """Everything a run needs, built by :func:`setup_run`."""
-
-    cfg: TrainConfig
-    run_dir: Path
-    device: torch.device
-    amp_dtype: torch.dtype | None
-    model: nn.Module
-    ema: nn.Module | None
-    task: nn.Module
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    pipeline: BatchPipeline
-    """The training batches' stages and normalization (:func:`~augkd.train.build.build_pipeline`)."""
-    train_loader: DeviceLoader
-    eval_loader: DeviceLoader
-    classes: list[str]
-    stats: dict[str, Any]
-    start_epoch: int = 0
-    step: int = 0
-    best_top1: float = -1.0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    env: DistEnv = field(default_factory=DistEnv)
-    """This process's rank among the ranks of a ``torchrun`` launch (one process: rank 0 of 1)."""
-    train_model: nn.Module | None = None
-    """What the training step calls: ``model`` wrapped in DistributedDataParallel, or None for ``model``."""
-    reported_bad_files: list[tuple[str, str]] = field(default_factory=list)
-    """Unreadable images already written to ``bad_files.txt`` (``data.bad_files=skip``)."""
-
-    @property
-    def augment(self) -> TrainAugment:
-        """The augmentation stage (base, policy, Cutout) of the pipeline."""
-        return self.pipeline.stages["augment"].module
-
-    @property
-    def normalize(self) -> Normalize:
-        return self.pipeline.normalize
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.train_loader)
-
-    @property
-    def total_steps(self) -> int:
-        return self.steps_per_epoch * self.cfg.epochs
 
 
 def setup_run(

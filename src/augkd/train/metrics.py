@@ -19,7 +19,7 @@ from augkd.io import atomic_write_text
 from augkd.registry import Registry
 
 if TYPE_CHECKING:
-    from augkd.train.loop import Run
+    from augkd.train.run import Run
 
 __all__ = [
     "LOG_SINKS",

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from augkd.checkpoint import CheckpointError
-from augkd.data import InMemoryDataset
+from augkd.data import DeviceLoader, InMemoryDataset
 from augkd.distill.cache import CacheError
 from augkd.distill.cache_builder import write_teacher_cache
 from augkd.distill.teacher import TeacherError, load_teacher, teacher_fingerprint
@@ -34,9 +34,9 @@ def build_teacher_cache(
     progress: bool | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
-    """Store the teacher's top-K view of every augmented training image of epochs ``0 .. epochs-1`` in ``out``.
-
-    Resumable: finished epochs of a cache built with the same settings are kept; the others are (re)done.
+    """Build ``cfg``'s components (:func:`~augkd.train.build.build_components`), load the teacher and write its
+    top-K view of every augmented training image of epochs ``0 .. epochs-1`` to ``out`` (resumable: finished
+    epochs of a cache with the same key are kept).
 
     Args:
         cfg: the training config whose pipeline, data, seed, batch size, device and ``amp`` are replayed;
@@ -44,12 +44,9 @@ def build_teacher_cache(
         out: the cache folder.
         teacher: teacher checkpoint (default ``kd.teacher``).
         epochs: epochs to cover (default ``epochs``).
-        k: classes kept per image (default ``kd.k``); any run with ``kd.k <= k`` can use the cache.
-        logits_dtype: ``float32`` (exact) or ``float16`` (smaller, see the README for the loss difference).
+        k: classes kept per image (default ``kd.k``).
         dataset: the training set of ``cfg.data`` when already loaded (default: loaded here).
-        quiet: no log lines and no progress bar.
-        progress: show a progress bar (default: when not quiet and stderr is a terminal).
-        log: where the summary line goes.
+        logits_dtype, quiet, progress, log: as :func:`~augkd.distill.cache_builder.write_teacher_cache`.
 
     Returns:
         The summary of :func:`~augkd.distill.cache_builder.write_teacher_cache`.
@@ -74,25 +71,15 @@ def build_teacher_cache(
         model = load_teacher(teacher_path, num_classes, parts.device, stats, channels_last=cfg.channels_last)
     except (TeacherError, CheckpointError) as exc:
         raise RunError(f"teacher: {exc}") from None
+    # The training loader's batches, plus the remainder a drop_last epoch leaves out.
+    loader = DeviceLoader(parts.train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, device=parts.device)
+    provenance = {"teacher_path": str(teacher_path), "channels_last": cfg.channels_last}
+    teacher_id, temperature = teacher_fingerprint(teacher_path), float(cfg.kd.temperature)
     try:
         return write_teacher_cache(
-            out,
-            teacher=model,
-            teacher_id=teacher_fingerprint(teacher_path),
-            pipeline=parts.pipeline,
-            train_set=parts.train_set,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-            device=parts.device,
-            amp_dtype=parts.amp_dtype,
-            epochs=epochs,
-            k=k,
-            temperature=float(cfg.kd.temperature),
-            logits_dtype=logits_dtype,
-            provenance={"teacher_path": str(teacher_path), "channels_last": cfg.channels_last},
-            quiet=quiet,
-            progress=progress,
-            log=log,
-        )
+            out, teacher=model, teacher_id=teacher_id, pipeline=parts.pipeline, loader=loader,
+            amp_dtype=parts.amp_dtype, epochs=epochs, k=k, temperature=temperature, logits_dtype=logits_dtype,
+            provenance=provenance, quiet=quiet, progress=progress, log=log,
+        )  # fmt: skip
     except CacheError as exc:
         raise RunError(str(exc)) from None
