@@ -9,6 +9,10 @@ measures top-1/top-5/loss, :func:`train` ties them together and writes the run f
                      last.pt          everything needed to resume (atomic write)
                      best.pt          weights of the best evaluated epoch
                      summary.json     final figures
+
+What the loop uses lives in modules named for it: the assembly of a run (:mod:`augkd.train.build`), the run
+state (:mod:`augkd.train.run`), the metrics writers (:mod:`augkd.train.metrics`), the checkpoint schema
+(:mod:`augkd.models.checkpoint`).
 """
 
 from __future__ import annotations
