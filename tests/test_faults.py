@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from augkd.checkpoint import load_checkpoint
 from augkd.cli import main
 from augkd.faults import parse_faults
-from augkd.train.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = {"train_time_s", "images_per_s", "elapsed_s", "wall_time_s", "run_dir"}

@@ -2,7 +2,8 @@
 
 Run ``augkd --help`` for the list and ``augkd <command> --help`` for each command's options. Every command
 turns bad input (a missing dataset, an unknown model, a config typo, a corrupt checkpoint) into a one-line
-``augkd: error: ...`` message and exit status 2 instead of a traceback.
+``augkd: error: ...`` message and exit status 2 instead of a traceback; ``augkd --debug <command>`` shows the
+traceback.
 """
 
 from __future__ import annotations
@@ -112,31 +113,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from augkd.config import build_config
-    from augkd.data import DeviceLoader, build_datasets, build_stream_eval_loader
-    from augkd.train.checkpoint import load_checkpoint
+    from augkd.models.checkpoint import read_run_checkpoint
+    from augkd.train.build import build_components
     from augkd.train.config import TrainConfig
-    from augkd.train.loop import Normalize, build_model, evaluate, resolve_amp, resolve_device
+    from augkd.train.loop import evaluate
 
-    state = load_checkpoint(args.checkpoint)
-    if "config" not in state or "model" not in state:
-        raise CliError(f"{args.checkpoint}: not an augkd checkpoint (no config/model entries)")
-    cfg = build_config(TrainConfig, state["config"], args.overrides)
-    device = resolve_device(cfg.device)
-    if cfg.data.loader == "stream":
-        loader = build_stream_eval_loader(cfg.data, cfg.eval_batch_size, device)
-        eval_set = loader.dataset
-    else:
-        _, eval_set = build_datasets(cfg.data, quiet=args.quiet)
-        loader = DeviceLoader(eval_set, cfg.eval_batch_size, shuffle=False, drop_last=False, device=device)
-    if eval_set.num_classes != len(state["classes"]):
-        raise CliError(f"the checkpoint has {len(state['classes'])} classes, the eval data {eval_set.num_classes}")
-    model = build_model(cfg, eval_set.num_classes).to(device)
-    model.load_state_dict(state["model"])
+    ckpt = read_run_checkpoint(args.checkpoint)
+    cfg = build_config(TrainConfig, ckpt.config, args.overrides)
+    parts = build_components(cfg, loaders=("eval",), normalization=ckpt.normalize, quiet=args.quiet)
+    ckpt.check_classes(parts.eval_set.num_classes, "the eval data")
+    model = ckpt.build_model(cfg.model).to(parts.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    norm = state.get("normalize") or {}
-    normalize = Normalize(tuple(norm["mean"]), tuple(norm["std"]), channels_last=cfg.channels_last).to(device)
-    res = evaluate(model, loader, normalize, resolve_amp(cfg.amp, device), flip=args.flip, progress=not args.quiet)
+    res = evaluate(model, parts.eval_loader, parts.normalize, parts.amp_dtype, flip=args.flip, progress=not args.quiet)
     res.update(checkpoint=str(args.checkpoint), model=cfg.model.name, eval_size=cfg.data.resolved_eval_size)
     if args.json:
         print(json.dumps(res))
@@ -270,27 +259,23 @@ def cmd_ambiguity(args: argparse.Namespace) -> int:
     import torch
 
     from augkd.config import build_config
-    from augkd.data import build_datasets
+    from augkd.data.pipeline import Normalize
     from augkd.distill.teacher import load_teacher
     from augkd.experiments.ambiguity import ambiguity_report
-    from augkd.train.checkpoint import load_checkpoint
+    from augkd.models.checkpoint import read_run_checkpoint
+    from augkd.train.build import build_components
     from augkd.train.config import TrainConfig
-    from augkd.train.loop import Normalize
 
     if args.images < 1:
         raise CliError(f"--images must be >= 1, got {args.images}")
-    state = load_checkpoint(args.teacher)
-    if "config" not in state or "model" not in state or not state.get("normalize"):
-        raise CliError(f"{args.teacher}: not an augkd checkpoint (no config/model/normalize entries)")
+    ckpt = read_run_checkpoint(args.teacher)
     overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
-    cfg = build_config(TrainConfig, state["config"], overrides)
-    train_set, eval_set = build_datasets(cfg.data, quiet=True)
-    dataset = eval_set if args.split == "test" else train_set
-    if dataset.num_classes != len(state["classes"]):
-        raise CliError(f"the teacher has {len(state['classes'])} classes, the data {dataset.num_classes}")
-    teacher = load_teacher(args.teacher, dataset.num_classes, "cpu", state=state)
-    norm = state["normalize"]
-    normalize = Normalize(tuple(norm["mean"]), tuple(norm["std"]))
+    cfg = build_config(TrainConfig, ckpt.config, [*overrides, "device=cpu"])
+    parts = build_components(cfg, loaders=(), normalization=ckpt.normalize, quiet=True)
+    dataset = parts.eval_set if args.split == "test" else parts.train_set
+    ckpt.check_classes(dataset.num_classes)
+    teacher = load_teacher(args.teacher, dataset.num_classes, "cpu", checkpoint=ckpt)
+    normalize = Normalize(*ckpt.normalize)
     n = min(args.images, len(dataset))
     pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))[:n]
     res = ambiguity_report(
@@ -365,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Start with: augkd train --config configs/cifar10-demo.yaml   (see README.md)",
     )
     parser.add_argument("--version", action="version", version=f"augkd {augkd.__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="on an error, show the full traceback instead of the one-line message"
+    )
     sub = parser.add_subparsers(dest="command", metavar="command")
 
     p = sub.add_parser(
@@ -516,13 +504,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from augkd.checkpoint import CheckpointError
     from augkd.config import ConfigError
     from augkd.experiments.report import ReportError
     from augkd.experiments.sweep import SweepError
     from augkd.io import WriteError
-    from augkd.train.checkpoint import CheckpointError
+    from augkd.train.build import RunError
     from augkd.train.guard import NonFiniteError
-    from augkd.train.loop import RunError
 
     return (
         CliError,
@@ -552,6 +540,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("augkd: interrupted", file=sys.stderr)
         return 130
     except _user_errors() as exc:
+        if args.debug:
+            raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in msg:
             msg = f"{msg}: {exc.filename}"

@@ -10,23 +10,20 @@ import pytest
 import torch
 from torch import nn
 
+from augkd.checkpoint import load_checkpoint
 from augkd.cli import main
 from augkd.config import load_config
-from augkd.data import build_datasets, subset_per_class
+from augkd.data import build_datasets, dataset_stats, subset_per_class
+from augkd.data.pipeline import Normalize
 from augkd.distill.cache import CacheError, TeacherCache, epoch_path
 from augkd.distill.loss import TopKKL
+from augkd.distill.task import CachedDistillationTask, DistillationTask
+from augkd.registry import Registry
+from augkd.train import build
 from augkd.train import teacher_cache as teacher_cache_module
-from augkd.train.checkpoint import load_checkpoint
+from augkd.train.build import build_cached_distillation_task, build_pipeline, resolve_amp
 from augkd.train.config import TrainConfig
-from augkd.train.loop import (
-    RunError,
-    build_cached_distillation_task,
-    resolve_amp,
-    setup_run,
-    train,
-    train_one_epoch,
-)
-from augkd.train.task import CachedDistillationTask, DistillationTask
+from augkd.train.loop import RunError, setup_run, train, train_one_epoch
 from augkd.train.teacher_cache import build_teacher_cache
 
 POLICY = "augment.policy=ra-n2-m9"
@@ -169,7 +166,7 @@ def test_interrupted_build_keeps_finished_epochs_and_redoes_the_partial_one(
     assert not list(out.glob(".*.tmp"))
     for epoch in (0, 1):  # the resumed cache is byte for byte the uninterrupted one
         assert epoch_path(out, epoch).read_bytes() == epoch_path(cache, epoch).read_bytes()
-    with pytest.raises(RunError, match="another augment.policy; use another --out"):
+    with pytest.raises(RunError, match="another pipeline.stages.augment.policy.magnitude; use another --out"):
         build_teacher_cache(
             tiny(tmp_path, "augment.policy=geo-n2-m6"), out, teacher=str(teacher_ckpt), epochs=1, k=CACHE_K, **data
         )
@@ -186,20 +183,22 @@ def other_teacher(tmp_path, teacher_ckpt):
 
 def check_cache(cfg: TrainConfig, train_set) -> CachedDistillationTask:
     """The cache check setup_run runs before training (without reloading the dataset every time)."""
-    return build_cached_distillation_task(
-        cfg, train_set, torch.device("cpu"), resolve_amp(cfg.amp, torch.device("cpu"))
-    )
+    stats = dataset_stats(cfg.data)
+    pipeline = build_pipeline(cfg, Normalize(stats["mean"], stats["std"]))
+    cpu = torch.device("cpu")
+    return build_cached_distillation_task(cfg, train_set, cpu, resolve_amp(cfg.amp, cpu), pipeline)
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (("augment.policy=geo-n2-m6",), "built with augment.policy='ra-n2-m9', but this run has 'geo-n2-m6'"),
-        (("seed=1",), "built with seed=0, but this run has 1"),
-        (("augment.fill=0",), "built with augment.fill=128, but this run has 0"),
-        (("data.crop_padding=2",), "built with data.crop_padding=4, but this run has 2"),
-        (("augment.off_last_epochs=1",), r"built with augment.off_last_epochs .*=None, but this run has 1"),
-        (("augment.cutout=8",), "built with augment.cutout=0, but this run has 8"),
+        (("augment.policy=geo-n2-m6",), r"built with pipeline\.stages\.augment\.policy\.magnitude=9\.0, .* 6\.0"),
+        (("seed=1",), r"built with pipeline\.stages\.augment\.base\.seed=0, but this run has 1"),
+        (("augment.fill=0",), r"built with pipeline\.stages\.augment\.policy\.fill=128, but this run has 0"),
+        (("data.crop_padding=2",), r"built with pipeline\.stages\.augment\.base\.padding=4, but this run has 2"),
+        (("augment.off_last_epochs=1",), r"built with pipeline\.stages\.augment\.policy_epochs=None, but .* 1"),
+        (("augment.cutout=8",), r"built with pipeline\.stages\.augment\.post\.type=None, but .* 'Cutout'"),
+        (("data.norm_stats=imagenet",), r"built with pipeline\.normalize\.mean=\[0\.49"),
         (("amp=bf16",), r"built with amp \(autocast dtype of the teacher's forward pass\)='off'"),
         (("kd.k=6",), "holds the teacher's top-5 classes, but this run asks kd.k=6"),
         (("epochs=3",), "the run trains 3 epochs but the cache has epochs 0..1; missing epoch_0002.bin"),
@@ -275,14 +274,54 @@ def test_cli_builds_a_cache_and_reports_mismatches_in_one_line(tmp_path, capsys,
     assert err.count("\n") == 0 and err.startswith("augkd train: error: kd.cache: ") and "seed=0" in err
 
 
-def test_cache_key_follows_the_effective_augmentation() -> None:
-    """augment.magnitude and augment.off_last_epochs change the augmented images, so they change the key."""
+def _key(*overrides: str) -> dict:
     from augkd.distill.cache import cache_key
 
-    def key(*overrides: str) -> dict:
-        cfg = load_config(TrainConfig, None, ["augment.policy=geo-n2-m5", "epochs=10", *overrides])
-        return cache_key(cfg, "data-sha", None, None)
+    cfg = load_config(TrainConfig, None, ["augment.policy=geo-n2-m5", "epochs=10", *overrides])
+    return cache_key(build_pipeline(cfg, Normalize((0.5,) * 3, (0.25,) * 3)).replay_key(), "data-sha", None, None)
 
-    assert key()["augment.policy"] == "geo-n2-m5" and key()["augment.policy_until"] is None
-    assert key("augment.magnitude=2")["augment.policy"] == "geo-n2-m2"
-    assert key("augment.off_last_epochs=3")["augment.policy_until"] == 7
+
+def test_cache_key_follows_the_effective_augmentation() -> None:
+    """augment.magnitude and augment.off_last_epochs change the augmented images, so they change the key."""
+    policy = "pipeline.stages.augment.policy.spec"
+    assert _key()[policy] == "geo-n2-m5" and _key()["pipeline.stages.augment.policy_epochs"] is None
+    assert _key("augment.magnitude=2")[policy] == "geo-n2-m2"
+    assert _key("augment.off_last_epochs=3")["pipeline.stages.augment.policy_epochs"] == 7
+
+
+class Invert(nn.Module):
+    """A stage the trainer does not have: every image inverted (a stand-in for a new stage such as Mixup)."""
+
+    def __init__(self, level: int = 255) -> None:
+        super().__init__()
+        self.level = level
+
+    def forward(self, batch, epoch):
+        return batch._replace(images=self.level - batch.images)
+
+
+def test_a_new_stage_changes_the_key_and_reaches_trainer_and_cache(
+    tmp_path, tiny, teacher_ckpt, cache, train_set, monkeypatch
+):
+    """A stage registered the way a new stage would be (no other edit) changes the key of every cache, and the
+    trainer and the cache builder both apply it."""
+    before = _key()
+    stages = Registry("batch stage", {**build.BATCH_STAGES, "invert": lambda cfg: Invert()})
+    monkeypatch.setattr(build, "BATCH_STAGES", stages)
+    after = _key()
+    assert after["pipeline.stages.invert.type"] == "Invert" and after["pipeline.stages.invert.level"] == 255
+    assert {k: v for k, v in after.items() if not k.startswith("pipeline.stages.invert.")} == before
+    # A cache built without the stage no longer serves the run, naming the stage.
+    with pytest.raises(RunError, match=r"kd.cache: .*built with pipeline\.stages\.invert\.type=None, but .*'Invert'"):
+        check_cache(tiny(tmp_path, f"kd.cache={cache}", "epochs=2"), train_set)
+    # Built with the stage, the cache reproduces the live teacher on the trainer's (inverted) batches.
+    out = tmp_path / "inverted"
+    build_teacher_cache(
+        tiny(tmp_path), out, teacher=str(teacher_ckpt), epochs=1, k=CACHE_K, dataset=train_set, quiet=True
+    )
+    live_cfg = tiny(tmp_path / "live", f"kd.teacher={teacher_ckpt}", "epochs=1")
+    assert list(setup_run(live_cfg, quiet=True).pipeline.stages) == ["augment", "invert"]
+    live = per_step_losses(live_cfg, epochs=1)
+    cached = per_step_losses(tiny(tmp_path / "cached", f"kd.cache={out}", "epochs=1"), epochs=1)
+    assert len(live) == len(cached) == 4
+    assert max(abs(a - b) for x, y in zip(live, cached) for a, b in zip(x, y)) <= 1e-6

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from augkd.checkpoint import CheckpointError, load_checkpoint
 from augkd.config import load_config
 from augkd.distill.teacher import Teacher, TeacherError, load_teacher
-from augkd.train.checkpoint import CheckpointError, load_checkpoint
 from augkd.train.config import TrainConfig
 from augkd.train.loop import RunError, setup_run, train, train_one_epoch
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from augkd.checkpoint import load_checkpoint
 from augkd.config import load_config
 from augkd.train import distributed
-from augkd.train.checkpoint import load_checkpoint
 from augkd.train.config import TrainConfig
 from augkd.train.distributed import DistEnv, DistributedError
 from augkd.train.loop import train

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from augkd.augment import rng
+from augkd.checkpoint import load_checkpoint
 from augkd.config import load_config
-from augkd.train import loop
-from augkd.train.checkpoint import load_checkpoint
+from augkd.train import build, loop
 from augkd.train.config import TrainConfig
 
 
@@ -74,8 +74,14 @@ def test_foreign_draws_from_the_global_rng_change_nothing(tmp_path, base, monkey
 
         return wrapped
 
-    for name in ("build_datasets", "build_optimizer", "build_train_augment", "evaluate", "_log_metrics"):
-        monkeypatch.setattr(loop, name, drawing(getattr(loop, name)))
+    for module, name in [
+        (build, "build_datasets"),  # where each is called from
+        (loop, "build_optimizer"),
+        (build, "build_train_augment"),
+        (loop, "evaluate"),
+        (loop, "log_metrics"),
+    ]:
+        monkeypatch.setattr(module, name, drawing(getattr(module, name)))
     torch.manual_seed(1234)  # and whatever state the process was left in
     _assert_same(clean, _run(tmp_path / "perturbed", base))
 

@@ -8,8 +8,8 @@ import re
 import pytest
 import torch
 
+from augkd.checkpoint import load_checkpoint
 from augkd.config import load_config
-from augkd.train.checkpoint import load_checkpoint
 from augkd.train.config import TrainConfig
 from augkd.train.guard import NonFiniteError, NonFiniteGuard
 from augkd.train.loop import train

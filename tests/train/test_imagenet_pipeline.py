@@ -15,12 +15,14 @@ import torch
 from timm.optim import RMSpropTF
 from torch import nn
 
+from augkd.checkpoint import load_checkpoint
 from augkd.cli import main
 from augkd.config import load_config
 from augkd.data.stream import StreamLoader
-from augkd.train.checkpoint import load_checkpoint
+from augkd.models.build import build_model
 from augkd.train.config import TrainConfig
-from augkd.train.loop import RunError, build_model, build_optimizer, setup_run, train
+from augkd.train.loop import setup_run, train
+from augkd.train.optim import build_optimizer
 
 
 def _config(*overrides: str) -> TrainConfig:
@@ -56,17 +58,19 @@ def test_rmsproptf_is_tensorflows_rmsprop_with_the_configured_hyperparameters():
 
 
 def test_bn_momentum_and_drop_connect_reach_every_layer():
-    plain = build_model(_config("model.name=efficientnet_b0"), 10)
+    plain = build_model(_config("model.name=efficientnet_b0").model, 10)
     bns = [m for m in plain.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert len(bns) == 49 and {m.momentum for m in bns} == {0.1}  # timm's default: torch's 0.1
     drop = [m.drop_prob for m in plain.modules() if type(m).__name__ == "DropPath"]
     assert max(drop) == pytest.approx(0.2 * 15 / 16)  # the paper's drop-connect 0.2, scaled by depth in timm
-    tuned = build_model(_config("model.name=efficientnet_b0", "model.bn_momentum=0.01", "model.drop_path_rate=0.1"), 10)
+    tuned = build_model(
+        _config("model.name=efficientnet_b0", "model.bn_momentum=0.01", "model.drop_path_rate=0.1").model, 10
+    )
     assert {m.momentum for m in tuned.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)} == {0.01}
     assert max(m.drop_prob for m in tuned.modules() if type(m).__name__ == "DropPath") == pytest.approx(0.1 * 15 / 16)
     assert tuned.drop_rate == 0.2  # B0's dropout default is kept
-    with pytest.raises(RunError, match="do not fit model 'fastnet9'"):
-        build_model(_config("model.drop_path_rate=0.1"), 10)
+    with pytest.raises(ValueError, match="do not fit model 'fastnet9'"):
+        build_model(_config("model.drop_path_rate=0.1").model, 10)
     with pytest.raises(ValueError, match=r"model.bn_momentum must be in \(0, 0.5\] .*0.99 is 0.01"):
         _config("model.bn_momentum=0.99")
 

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
+from augkd.checkpoint import load_checkpoint
 from augkd.config import load_config
-from augkd.train.checkpoint import load_checkpoint
 from augkd.train.config import TrainConfig
 from augkd.train.loop import RunError, train
 
@@ -184,7 +184,7 @@ def test_full_disk_at_start_stops_before_training(tmp_path, monkeypatch, tiny_co
     import shutil
     from collections import namedtuple
 
-    from augkd.train.checkpoint import CheckpointError
+    from augkd.checkpoint import CheckpointError
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(2**30, 2**30 - 2**16, 2**16))

@@ -15,7 +15,7 @@ import torch
 from augkd.augment import build_policy
 from augkd.augment.spec import parse_spec
 from augkd.models import count_parameters
-from augkd.train.loop import build_model
+from augkd.models.build import build_model
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER = REPO / "configs" / "paper"
@@ -48,7 +48,7 @@ def test_paper_config_builds(path, load_cfg):
     assert cfg.name == path.stem
     num_classes, size = _classes(cfg), cfg.data.image_size
     with torch.device("meta"):  # shapes only: no memory, no compute
-        model = build_model(cfg, num_classes)
+        model = build_model(cfg.model, num_classes)
         assert model(torch.empty(2, 3, size, size)).shape == (2, num_classes)
     assert count_parameters(model) > 2_000_000
     policy = build_policy(cfg.augment.policy, size, seed=cfg.seed, fill=cfg.augment.fill)

@@ -36,6 +36,7 @@ from torchvision.ops import roi_align
 
 from augkd.augment import functional as F
 from augkd.augment import rng
+from augkd.registry import Registry
 
 __all__ = [
     "BASE_AUGMENTS",
@@ -375,13 +376,18 @@ def _auto(image_size: int, seed: int, padding: int, scale_min: float) -> BaseAug
 
 
 #: kind -> builder ``(image_size, seed, padding, scale_min) -> module``.
-BASE_AUGMENTS: dict[str, Callable[[int, int, int, float], BaseAugment]] = {
-    "auto": _auto,
-    "crop-flip": lambda size, seed, padding, scale_min: RandomCropFlip(size, padding=padding, seed=seed),
-    "rrc-flip": lambda size, seed, padding, scale_min: RandomResizedCropFlip(size, scale=(scale_min, 1.0), seed=seed),
-    "flip": lambda size, seed, padding, scale_min: Flip(seed),
-    "none": lambda size, seed, padding, scale_min: Identity(seed),
-}
+BASE_AUGMENTS: Registry[Callable[[int, int, int, float], BaseAugment]] = Registry(
+    "base augmentation",
+    {
+        "auto": _auto,
+        "crop-flip": lambda size, seed, padding, scale_min: RandomCropFlip(size, padding=padding, seed=seed),
+        "rrc-flip": lambda size, seed, padding, scale_min: RandomResizedCropFlip(
+            size, scale=(scale_min, 1.0), seed=seed
+        ),
+        "flip": lambda size, seed, padding, scale_min: Flip(seed),
+        "none": lambda size, seed, padding, scale_min: Identity(seed),
+    },
+)
 
 
 def build_base_augment(
@@ -396,6 +402,5 @@ def build_base_augment(
         padding: padding of ``crop-flip``.
         scale_min: smallest area fraction of ``rrc-flip``.
     """
-    if kind not in BASE_AUGMENTS:
-        raise ValueError(f"base augmentation must be one of {', '.join(BASE_AUGMENTS)}; got {kind!r}")
+    BASE_AUGMENTS.check(kind, "base augmentation")
     return BASE_AUGMENTS[kind](image_size, seed, padding, scale_min)

@@ -23,12 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from augkd.bench.augment import default_data_dir, sample_images
+from augkd.data.pipeline import Normalize
 from augkd.distill.cache import CacheLayout, TeacherCache, prepare_cache_dir, write_epoch
 from augkd.distill.loss import TeacherTopK, TopKKL, teacher_top_k
+from augkd.distill.task import CachedDistillationTask, ClassificationTask, DistillationTask
 from augkd.distill.teacher import Teacher
 from augkd.models import count_parameters, create_model
-from augkd.train.loop import Normalize, resolve_amp
-from augkd.train.task import CachedDistillationTask, ClassificationTask, DistillationTask
+from augkd.train.build import resolve_amp
 
 __all__ = ["run_kd_benchmark"]
 

@@ -9,7 +9,9 @@
 - :mod:`augkd.data.cifar`: CIFAR-10/100 in torchvision's formats.
 - :mod:`augkd.data.loader`: :class:`DeviceLoader` and :class:`Batch`.
 - :mod:`augkd.data.stream`: :class:`StreamLoader`, JPEGs decoded per batch by DataLoader workers (ImageNet-sized).
-- :mod:`augkd.data.build`: :func:`build_datasets`, :func:`dataset_stats`, :func:`describe_dataset`.
+- :mod:`augkd.data.build`: :func:`build_datasets` (dataset kinds by name), :func:`dataset_stats`,
+  :func:`describe_dataset`.
+- :mod:`augkd.data.pipeline`: :class:`BatchPipeline`, the stages and normalization of a run's training batches.
 
 Example:
     >>> from augkd.data import DataConfig, DeviceLoader, build_datasets

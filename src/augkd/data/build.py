@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,9 @@ from augkd.data.archive import resolve_root
 from augkd.data.cifar import load_cifar
 from augkd.data.config import DataConfig
 from augkd.data.memory import FolderPlan, InMemoryDataset, load_folder_split, plan_folder_split, subset_per_class
+from augkd.registry import Registry
 
-__all__ = ["NORMALIZATION", "build_datasets", "dataset_stats", "describe_dataset"]
+__all__ = ["DATASET_KINDS", "NORMALIZATION", "build_datasets", "dataset_stats", "describe_dataset"]
 
 #: Per-channel RGB mean and std on the [0, 1] scale. CIFAR values are the training sets' per-pixel statistics.
 NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
@@ -91,6 +93,27 @@ def _cifar_splits(cfg: DataConfig) -> tuple[InMemoryDataset, InMemoryDataset]:
     return train, test
 
 
+def _folder_splits(cfg: DataConfig, quiet: bool = False) -> tuple[InMemoryDataset, InMemoryDataset]:
+    root, train_args, test_args = _folder_split_args(cfg)
+    decode = {"workers": cfg.decode_workers, "bad_files": cfg.bad_files, "quiet": quiet}
+    train = load_folder_split(root, **train_args, **decode)
+    test = load_folder_split(root, **test_args, classes=train.classes, **decode)
+    return train, test
+
+
+#: ``data.dataset`` -> ``(data config, quiet) -> (train, eval)``. ``cifar10``/``cifar100``: torchvision's official
+#: on-disk formats; ``folder``: ImageNet layout (``<root>/train/<class>/*``, ``<root>/val|test/<class>/*``), from a
+#: folder or a ``.zip`` of one.
+DATASET_KINDS: Registry[Callable[[DataConfig, bool], tuple[InMemoryDataset, InMemoryDataset]]] = Registry(
+    "dataset kind",
+    {
+        "cifar10": lambda cfg, quiet: _cifar_splits(cfg),
+        "cifar100": lambda cfg, quiet: _cifar_splits(cfg),
+        "folder": _folder_splits,
+    },
+)
+
+
 def build_datasets(cfg: DataConfig, quiet: bool = False) -> tuple[InMemoryDataset, InMemoryDataset]:
     """The training and evaluation datasets described by ``cfg``, decoded (or loaded from the cache) into memory.
 
@@ -106,13 +129,7 @@ def build_datasets(cfg: DataConfig, quiet: bool = False) -> tuple[InMemoryDatase
         FileNotFoundError: missing dataset folder, archive, split or CIFAR files (the message names the path).
         ValueError: empty class folder, unreadable image (``bad_files="error"``), too few images for a subset.
     """
-    if cfg.dataset in ("cifar10", "cifar100"):
-        return _cifar_splits(cfg)
-    root, train_args, test_args = _folder_split_args(cfg)
-    decode = {"workers": cfg.decode_workers, "bad_files": cfg.bad_files, "quiet": quiet}
-    train = load_folder_split(root, **train_args, **decode)
-    test = load_folder_split(root, **test_args, classes=train.classes, **decode)
-    return train, test
+    return DATASET_KINDS[cfg.dataset](cfg, quiet)
 
 
 def _planned(plan: FolderPlan, classes: list[str]) -> dict[str, Any]:

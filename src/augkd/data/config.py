@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BASE_AUGS", "DATASET_KINDS", "LOADERS", "DataConfig"]
+from augkd.augment.base import BASE_AUGMENTS
 
-#: ``cifar10``/``cifar100``: torchvision's official on-disk formats; ``folder``: ImageNet layout
-#: (``<root>/train/<class>/*``, ``<root>/val|test/<class>/*``), from a folder or a ``.zip`` of one.
-DATASET_KINDS = ("cifar10", "cifar100", "folder")
-#: ``auto`` picks ``crop-flip`` for images of 64 px or less and ``rrc-flip`` above.
-BASE_AUGS = ("auto", "crop-flip", "rrc-flip", "flip", "none")
+__all__ = ["LOADERS", "DataConfig"]
+
+# data.dataset takes a name of augkd.data.build.DATASET_KINDS, data.base_aug one of augkd.augment.base.BASE_AUGMENTS.
 #: ``memory``: decoded once into one uint8 tensor (:mod:`augkd.data.memory`); ``stream``: JPEGs decoded per batch by
 #: DataLoader workers (:mod:`augkd.data.stream`), for sets too large for memory such as ImageNet.
 LOADERS = ("memory", "stream")
@@ -71,10 +69,10 @@ class DataConfig:
     or archive whose name starts with ``cifar10``/``cifar100`` gets those, any other folder ImageNet's)."""
 
     def __post_init__(self) -> None:
-        if self.dataset not in DATASET_KINDS:
-            raise ValueError(f"data.dataset must be one of {', '.join(DATASET_KINDS)}; got {self.dataset!r}")
-        if self.base_aug not in BASE_AUGS:
-            raise ValueError(f"data.base_aug must be one of {', '.join(BASE_AUGS)}; got {self.base_aug!r}")
+        from augkd.data.build import DATASET_KINDS  # the builders import this module: read the table when used
+
+        DATASET_KINDS.check(self.dataset, "data.dataset")
+        BASE_AUGMENTS.check(self.base_aug, "data.base_aug")
         if self.bad_files not in ("error", "skip"):
             raise ValueError(f"data.bad_files must be 'error' or 'skip'; got {self.bad_files!r}")
         for name in ("image_size",):

@@ -18,8 +18,9 @@ What the fields serve, exactly:
 
 On disk, ``DIR/``::
 
-    header.json        format, the key (what decides the values: seed, augmentation, dataset fingerprint,
-                       teacher sha256, autocast dtype), K, T, dtypes, layout, provenance
+    header.json        format, the key (what decides the values: every pipeline stage's settings, seeds
+                       included, dataset fingerprint, teacher sha256, autocast dtype), K, T, dtypes, layout,
+                       provenance
     sample_ids.npy     int64 (N,): the sample id of each row (ascending)
     epoch_0000.bin     one raw file per epoch, three blocks (64-byte aligned), read with numpy.memmap:
                        indices (N, K) int16|int32, logits (N, K) float32|float16, stats (N, 4) float32
@@ -63,7 +64,7 @@ __all__ = [
     "write_epoch",
 ]
 
-CACHE_FORMAT = "augkd-teacher-cache/1"
+CACHE_FORMAT = "augkd-teacher-cache/2"  # 2: the key is the training pipeline's own (stage by stage)
 HEADER = "header.json"
 SAMPLE_IDS = "sample_ids.npy"
 #: Storage dtypes of the top-K logits (the four per-image statistics stay float32).
@@ -72,17 +73,9 @@ LOGITS_DTYPES = ("float32", "float16")
 STATS = ("lse_t", "lse_1", "entropy", "log_p_label")
 _ALIGN = 64
 
-#: Entries of the key and how a mismatch is named to the user.
+#: How a mismatch of a key entry is named to the user (``pipeline.*`` entries are named by their own path: the
+#: stage and the setting, e.g. ``pipeline.stages.augment.policy.magnitude``).
 KEY_NAMES: dict[str, str] = {
-    "seed": "seed",
-    "augment.policy": "augment.policy",
-    "augment.policy_until": "augment.off_last_epochs (the epoch from which the policy is off)",
-    "augment.fill": "augment.fill",
-    "augment.cutout": "augment.cutout",
-    "data.base_aug": "data.base_aug",
-    "data.image_size": "data.image_size",
-    "data.crop_padding": "data.crop_padding",
-    "data.rrc_scale_min": "data.rrc_scale_min",
     "amp": "amp (autocast dtype of the teacher's forward pass)",
     "dataset": "training-set fingerprint",
     "teacher": "teacher checkpoint sha256",
@@ -126,30 +119,40 @@ def describe_dataset_for_cache(dataset: InMemoryDataset) -> dict[str, Any]:
     }
 
 
-def cache_key(cfg: Any, dataset_sha: str, amp_dtype: torch.dtype | None, teacher_sha: str | None) -> dict[str, Any]:
+def _flatten(tree: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+def cache_key(
+    pipeline_key: Mapping[str, Any], dataset_sha: str, amp_dtype: torch.dtype | None, teacher_sha: str | None
+) -> dict[str, Any]:
     """The key of a run's teacher outputs: everything that decides the augmented image and the teacher's answer.
 
     Args:
-        cfg: the :class:`~augkd.train.config.TrainConfig` (seed, ``augment.*`` and the base augmentation's
-            ``data.*`` keys).
+        pipeline_key: the training pipeline's own key (:meth:`augkd.data.pipeline.BatchPipeline.replay_key`):
+            every stage reports what makes its output reproducible, so a new stage changes the key by itself.
         dataset_sha: :func:`dataset_fingerprint` of the training set.
         amp_dtype: the autocast dtype of the teacher's forward pass (None: float32).
-        teacher_sha: :func:`file_sha256` of the teacher checkpoint, or None when unknown (not compared).
+        teacher_sha: the teacher's fingerprint (a checkpoint's sha256), or None when unknown (not compared).
     """
-    return {
-        "seed": cfg.seed,
-        "augment.policy": cfg.augment.spec(),
-        "augment.policy_until": cfg.epochs - cfg.augment.off_last_epochs if cfg.augment.off_last_epochs else None,
-        "augment.fill": cfg.augment.fill,
-        "augment.cutout": cfg.augment.cutout,
-        "data.base_aug": cfg.data.base_aug,
-        "data.image_size": cfg.data.image_size,
-        "data.crop_padding": cfg.data.crop_padding,
-        "data.rrc_scale_min": cfg.data.rrc_scale_min,
-        "amp": str(amp_dtype).replace("torch.", "") if amp_dtype is not None else "off",
-        "dataset": dataset_sha,
-        "teacher": teacher_sha,
-    }
+    key = json.loads(json.dumps(_flatten(pipeline_key, "pipeline.")))
+    key.update(
+        amp=str(amp_dtype).replace("torch.", "") if amp_dtype is not None else "off",
+        dataset=dataset_sha,
+        teacher=teacher_sha,
+    )
+    return key
+
+
+def _key_differences(cached: Mapping[str, Any], key: Mapping[str, Any]) -> list[str]:
+    """Names of the entries whose values differ, including entries only one side has, in the run's order."""
+    return [n for n in dict.fromkeys([*key, *cached]) if cached.get(n) != key.get(n)]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -268,7 +271,8 @@ def prepare_cache_dir(root: str | Path, header: dict[str, Any], sample_ids: torc
             if old[field] != json.loads(json.dumps(header[field])):
                 what = field
                 if field == "key":
-                    what = next(KEY_NAMES.get(n, n) for n in header["key"] if old["key"].get(n) != header["key"][n])
+                    name = _key_differences(old["key"], header["key"])[0]
+                    what = KEY_NAMES.get(name, name)
                 raise CacheError(
                     f"{root} holds a teacher cache built with another {what}; use another --out or delete it"
                 )
@@ -366,8 +370,9 @@ class TeacherCache:
             CacheError: the first mismatch, named with both values.
         """
         cached = self.header["key"]
-        for name, value in key.items():
-            if (name == "teacher" and value is None) or cached.get(name) == value:
+        for name in _key_differences(cached, key):
+            value = key.get(name)
+            if name == "teacher" and value is None:
                 continue  # an unknown teacher (kd.cache alone) is not compared; every other entry must match
             label = KEY_NAMES.get(name, name)
             if name == "dataset":

@@ -25,15 +25,16 @@ soft-label cache (:mod:`augkd.distill.cache`) stores the same summary, so both p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["KD_MODES", "TeacherTopK", "TopKKL", "teacher_top_k", "top_k_kl", "top_k_kl_from_teacher"]
+from augkd.registry import Registry
 
-KD_MODES = ("renorm", "partial")
+__all__ = ["KD_MODES", "TeacherTopK", "TopKKL", "teacher_top_k", "top_k_kl", "top_k_kl_from_teacher"]
 
 
 class TeacherTopK(NamedTuple):
@@ -88,6 +89,30 @@ def teacher_top_k(
     return TeacherTopK(indices, values, lse, entropy, log_p_label)
 
 
+def _renorm(
+    s: torch.Tensor, s_top: torch.Tensor, t_top: torch.Tensor, teacher: TeacherTopK
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both distributions renormalized over the teacher's K classes."""
+    return F.log_softmax(t_top, dim=1), F.log_softmax(s_top, dim=1)
+
+
+def _partial(
+    s: torch.Tensor, s_top: torch.Tensor, t_top: torch.Tensor, teacher: TeacherTopK
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The full softmax probabilities at the teacher's K classes."""
+    if teacher.lse is None:
+        raise ValueError("mode=partial needs the teacher's log-sum-exp over all classes at this temperature")
+    log_t = t_top - teacher.lse.detach().to(s.dtype)[:, None]
+    return log_t, s_top - torch.logsumexp(s, dim=1, keepdim=True)
+
+
+#: The two readings of Eqn (3), name -> ``(student/T, student top-K/T, teacher top-K/T, summary) -> (log p_T,
+#: log p_S)`` over the K classes (see the module docstring for why ``renorm`` is the default).
+KD_MODES: Registry[Callable[..., tuple[torch.Tensor, torch.Tensor]]] = Registry(
+    "KD mode", {"renorm": _renorm, "partial": _partial}
+)
+
+
 def top_k_kl_from_teacher(
     student_logits: torch.Tensor,
     teacher: TeacherTopK,
@@ -104,22 +129,14 @@ def top_k_kl_from_teacher(
     Raises:
         ValueError: ``partial`` without ``teacher.lse``, a bad mode or reduction.
     """
-    if mode not in KD_MODES:
-        raise ValueError(f"mode must be one of {', '.join(KD_MODES)}; got {mode!r}")
+    KD_MODES.check(mode, "mode")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be mean, sum or none; got {reduction!r}")
     dtype = torch.promote_types(student_logits.dtype, torch.float32)  # float64 stays float64 (gradcheck)
     s = student_logits.to(dtype) / temperature
     t_top = teacher.logits.detach().to(dtype) / temperature
     s_top = s.gather(1, teacher.indices)
-    if mode == "renorm":
-        log_t = F.log_softmax(t_top, dim=1)
-        log_s = F.log_softmax(s_top, dim=1)
-    else:
-        if teacher.lse is None:
-            raise ValueError("mode=partial needs the teacher's log-sum-exp over all classes at this temperature")
-        log_t = t_top - teacher.lse.detach().to(dtype)[:, None]
-        log_s = s_top - torch.logsumexp(s, dim=1, keepdim=True)
+    log_t, log_s = KD_MODES[mode](s, s_top, t_top, teacher)
     per_image = (log_t.exp() * (log_t - log_s)).sum(dim=1)
     if t2_scale:
         per_image = per_image * (temperature * temperature)
@@ -179,8 +196,7 @@ class TopKKL(nn.Module):
         super().__init__()
         if k < 1:
             raise ValueError(f"k must be >= 1; got {k}")
-        if mode not in KD_MODES:
-            raise ValueError(f"mode must be one of {', '.join(KD_MODES)}; got {mode!r}")
+        KD_MODES.check(mode, "mode")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0; got {temperature}")
         self.k, self.temperature, self.mode, self.t2_scale = k, temperature, mode, t2_scale

@@ -1,6 +1,7 @@
 """A frozen teacher that looks at the student's exact input batch (the paper's section 3.3).
 
-The teacher is any registered model trained by augkd, loaded from its checkpoint with ``weights_only=True``.
+The teacher is any registered model trained by augkd, loaded from its run checkpoint with ``weights_only=True``
+(other sources register in :data:`TEACHER_SOURCES`).
 It is frozen (no parameter requires a gradient), stays in eval mode whatever ``train()`` is called with, and
 runs without autograd. It sees the very same augmented images as the student: when its normalization differs
 from the student's, the normalized batch is converted with one per-channel affine map.
@@ -8,17 +9,26 @@ from the student's, the normalized batch is converted with one per-channel affin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from augkd.models import create_model
-from augkd.train.checkpoint import CheckpointError, load_checkpoint
+from augkd.distill.cache import file_sha256
+from augkd.models.checkpoint import RunCheckpoint, read_run_checkpoint
+from augkd.registry import Registry
 
-__all__ = ["Teacher", "TeacherError", "load_teacher"]
+__all__ = [
+    "TEACHER_SOURCES",
+    "Teacher",
+    "TeacherError",
+    "TeacherSource",
+    "load_teacher",
+    "parse_teacher",
+    "teacher_fingerprint",
+]
 
 
 class TeacherError(ValueError):
@@ -66,45 +76,79 @@ class Teacher(nn.Module):
         return self.model(images)
 
 
+def _load_checkpoint_teacher(
+    ref: str,
+    num_classes: int,
+    device: torch.device | str,
+    student_norm: tuple[Sequence[float], Sequence[float]] | None,
+    channels_last: bool,
+    checkpoint: RunCheckpoint | None = None,
+) -> Teacher:
+    ckpt = checkpoint or read_run_checkpoint(ref)
+    if ckpt.num_classes != num_classes:
+        raise TeacherError(
+            f"teacher {ref} predicts {ckpt.num_classes} classes but the student's data has {num_classes}; "
+            "a teacher must be trained on the same classes"
+        )
+    model = ckpt.build_model().to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return Teacher(model, student_norm, ckpt.normalize).to(device)
+
+
+@dataclass(frozen=True)
+class TeacherSource:
+    """Where teachers of one kind come from.
+
+    Attributes:
+        load: ``(ref, num_classes, device, student_norm, channels_last) -> Teacher``.
+        fingerprint: ``ref -> str`` that changes whenever the teacher's outputs may (a teacher cache's key).
+    """
+
+    load: Callable[..., Teacher]
+    fingerprint: Callable[[str], str]
+
+
+#: ``kd.teacher`` values: ``<source>:<ref>`` for a registered source, else a path to an augkd run checkpoint.
+TEACHER_SOURCES: Registry[TeacherSource] = Registry(
+    "teacher source", {"checkpoint": TeacherSource(_load_checkpoint_teacher, file_sha256)}
+)
+
+
+def parse_teacher(spec: str | Path) -> tuple[str, str]:
+    """``(source, ref)`` of a ``kd.teacher`` value: ``<source>:<ref>`` names a registered source, anything else is
+    the path of an augkd run checkpoint (source ``checkpoint``)."""
+    source, sep, ref = str(spec).partition(":")
+    if sep and source in TEACHER_SOURCES:
+        return source, ref
+    return "checkpoint", str(spec)
+
+
+def teacher_fingerprint(spec: str | Path) -> str:
+    """What identifies the teacher ``spec`` names (a checkpoint's sha256)."""
+    source, ref = parse_teacher(spec)
+    return TEACHER_SOURCES[source].fingerprint(ref)
+
+
 def load_teacher(
     path: str | Path,
     num_classes: int,
     device: torch.device | str = "cpu",
     student_norm: tuple[Sequence[float], Sequence[float]] | None = None,
     channels_last: bool = False,
-    state: dict[str, Any] | None = None,
+    checkpoint: RunCheckpoint | None = None,
 ) -> Teacher:
-    """Load a teacher from an augkd checkpoint (``best.pt`` or ``last.pt``) for a student with ``num_classes``.
+    """Load the teacher ``path`` names (an augkd run checkpoint, or ``<source>:<ref>``) for a student with
+    ``num_classes``.
 
-    ``state``: the checkpoint already read from ``path`` (by :func:`~augkd.train.checkpoint.load_checkpoint`), so a
-    caller that needs its entries too reads the file once.
+    ``checkpoint``: the run checkpoint already read from ``path`` (by
+    :func:`~augkd.models.checkpoint.read_run_checkpoint`), so a caller that needs its entries too reads it once.
 
     Raises:
-        CheckpointError: missing, corrupt or unsafe file.
-        TeacherError: not an augkd checkpoint, or a class count that differs from the student's.
+        CheckpointError: missing, corrupt or unsafe file, not an augkd run checkpoint, weights that do not fit.
+        TeacherError: a class count that differs from the student's.
     """
-    if state is None:
-        state = load_checkpoint(path, map_location="cpu")
-    if "model" not in state or "config" not in state:
-        raise TeacherError(f"{path}: not an augkd checkpoint (no model/config entries)")
-    model_cfg = state["config"].get("model", {})
-    classes = state.get("classes") or []
-    if len(classes) != num_classes:
-        raise TeacherError(
-            f"teacher {path} predicts {len(classes)} classes but the student's data has {num_classes}; "
-            "a teacher must be trained on the same classes"
-        )
-    kwargs = dict(model_cfg.get("kwargs") or {})
-    if model_cfg.get("drop_rate") is not None:
-        kwargs["drop_rate"] = model_cfg["drop_rate"]
-    model = create_model(model_cfg["name"], num_classes=num_classes, **kwargs)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit {model_cfg['name']!r}: {str(exc).splitlines()[0]}") from None
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    norm = state.get("normalize")
-    teacher_norm = (norm["mean"], norm["std"]) if norm else None
-    return Teacher(model, student_norm, teacher_norm).to(device)
+    source, ref = parse_teacher(path)
+    if source == "checkpoint":
+        return _load_checkpoint_teacher(ref, num_classes, device, student_norm, channels_last, checkpoint)
+    return TEACHER_SOURCES[source].load(ref, num_classes, device, student_norm, channels_last)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augkd.models.layers import init_he
+from augkd.models.layers import add_stages, init_he
 from augkd.models.registry import register_model
 
 __all__ = ["CifarBasicBlock", "CifarResNet"]
@@ -95,14 +95,8 @@ class CifarResNet(nn.Module):
         self.depth, self.shortcut_type = depth, shortcut
         self.conv1 = nn.Conv2d(3, base_width, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(base_width)
-        in_ch = base_width
-        for i, stride in enumerate((1, 2, 2)):
-            out_ch = base_width * 2**i
-            blocks = []
-            for j in range(n):
-                blocks.append(CifarBasicBlock(in_ch, out_ch, stride if j == 0 else 1, shortcut))
-                in_ch = out_ch
-            self.add_module(f"stage{i + 1}", nn.Sequential(*blocks))
+        plan = [(base_width * 2**i, stride) for i, stride in enumerate((1, 2, 2))]
+        in_ch = add_stages(self, base_width, plan, n, lambda i, o, s: CifarBasicBlock(i, o, s, shortcut))
         self.fc = nn.Linear(in_ch, num_classes)
         self.num_features = in_ch
         init_he(self)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augkd.models.layers import init_he
+from augkd.models.layers import add_stages, init_he
 from augkd.models.registry import register_model
 
 __all__ = ["ShakeShakeBlock", "ShakeShakeFunction", "ShakeShakeResNet", "shake_shake_mix"]
@@ -159,13 +159,8 @@ class ShakeShakeResNet(nn.Module):
         n = (depth - 2) // 6
         self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
-        in_ch = 16
-        for i, (out_ch, stride) in enumerate(zip((base_width, 2 * base_width, 4 * base_width), (1, 2, 2))):
-            blocks = []
-            for j in range(n):
-                blocks.append(ShakeShakeBlock(in_ch, out_ch, stride if j == 0 else 1, forward_shake, backward_shake))
-                in_ch = out_ch
-            self.add_module(f"stage{i + 1}", nn.Sequential(*blocks))
+        plan = zip((base_width, 2 * base_width, 4 * base_width), (1, 2, 2))
+        in_ch = add_stages(self, 16, plan, n, lambda i, o, s: ShakeShakeBlock(i, o, s, forward_shake, backward_shake))
         self.fc = nn.Linear(in_ch, num_classes)
         self.num_features = in_ch
         init_he(self)

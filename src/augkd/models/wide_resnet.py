@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augkd.models.layers import init_he
+from augkd.models.layers import add_stages, init_he
 from augkd.models.registry import register_model
 
 __all__ = ["WideBasicBlock", "WideResNet"]
@@ -74,15 +74,8 @@ class WideResNet(nn.Module):
         self.depth, self.width = depth, width
         channels = [16, 16 * width, 32 * width, 64 * width]
         self.conv1 = nn.Conv2d(3, channels[0], 3, stride=1, padding=1, bias=False)
-        stages = []
-        in_ch = channels[0]
-        for i, (out_ch, stride) in enumerate(zip(channels[1:], (1, 2, 2))):
-            blocks = []
-            for j in range(n):
-                blocks.append(WideBasicBlock(in_ch, out_ch, stride if j == 0 else 1, drop_rate))
-                in_ch = out_ch
-            stages.append(nn.Sequential(*blocks))
-            self.add_module(f"stage{i + 1}", stages[-1])
+        plan = zip(channels[1:], (1, 2, 2))
+        in_ch = add_stages(self, channels[0], plan, n, lambda i, o, s: WideBasicBlock(i, o, s, drop_rate))
         self.bn = nn.BatchNorm2d(in_ch)
         self.fc = nn.Linear(in_ch, num_classes)
         self.num_features = in_ch

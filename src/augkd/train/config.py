@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from augkd.augment.spec import parse_spec, with_magnitude
 from augkd.data.config import DataConfig
+from augkd.distill.loss import KD_MODES
+from augkd.distill.task import KD_WEIGHTINGS
+from augkd.models.config import ModelConfig
+from augkd.train.optim import OPTIMIZERS
+from augkd.train.schedule import SCHEDULES
 
 __all__ = [
     "KD_PRESETS",
@@ -31,39 +35,8 @@ __all__ = [
     "TrainConfig",
 ]
 
-SCHEDULES = ("cosine", "step", "onecycle", "constant", "exponential")
-#: ``sgd``: torch's SGD (optionally Nesterov); ``rmsproptf``: timm's RMSpropTF, TensorFlow's RMSProp (EfficientNet).
-OPTIMIZERS = ("sgd", "rmsproptf")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 NONFINITE_POLICIES = ("error", "skip")
-
-
-@dataclass
-class ModelConfig:
-    """Which network to train (any name from ``augkd models``)."""
-
-    name: str = "fastnet9"
-    """Registered model name."""
-    drop_rate: float | None = None
-    """Dropout before the classifier (None keeps the model's default)."""
-    drop_path_rate: float | None = None
-    """Drop-connect (stochastic depth) rate of models that take one, e.g. EfficientNet (None keeps the model's
-    default: 0.2 for EfficientNet-B0..B8)."""
-    bn_momentum: float | None = None
-    """Momentum of every BatchNorm layer in torch's convention (weight of the new batch statistic), set after the
-    model is built: TensorFlow's decay 0.99 (EfficientNet) is 0.01 here. At most 0.5, so that a TensorFlow decay
-    written by mistake is an error. None keeps the model's own (torch's 0.1)."""
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    """Extra builder arguments, e.g. ``{width: 32}``."""
-
-    def __post_init__(self) -> None:
-        if self.bn_momentum is not None and not 0.0 < self.bn_momentum <= 0.5:
-            raise ValueError(
-                f"model.bn_momentum must be in (0, 0.5] in torch's convention (TF's decay 0.99 is 0.01); "
-                f"got {self.bn_momentum!r}"
-            )
-        if self.drop_path_rate is not None and not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"model.drop_path_rate must be in [0, 1); got {self.drop_path_rate!r}")
 
 
 @dataclass
@@ -157,8 +130,7 @@ class OptimConfig:
     """With ``nonfinite=skip``: this many non-finite steps in a row stop the run (the model has diverged)."""
 
     def __post_init__(self) -> None:
-        if self.name not in OPTIMIZERS:
-            raise ValueError(f"optim.name must be one of {', '.join(OPTIMIZERS)}; got {self.name!r}")
+        OPTIMIZERS.check(self.name, "optim.name")
         if not 0 <= self.alpha < 1:
             raise ValueError(f"optim.alpha must be in [0, 1); got {self.alpha!r}")
         if not self.eps > 0:
@@ -168,8 +140,7 @@ class OptimConfig:
                 f"optim.decay_rate must be in (0, 1] and optim.decay_epochs > 0; got {self.decay_rate!r}, "
                 f"{self.decay_epochs!r}"
             )
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"optim.schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        SCHEDULES.check(self.schedule, "optim.schedule")
         if self.lr <= 0:
             raise ValueError(f"optim.lr must be > 0; got {self.lr!r}")
         if not 0 <= self.momentum < 1:
@@ -272,10 +243,8 @@ class KdConfig:
             raise ValueError(f"kd.lambda must be >= 0; got {self.lambda_!r}")
         if not self.temperature > 0:
             raise ValueError(f"kd.temperature must be > 0; got {self.temperature!r}")
-        if self.mode not in ("renorm", "partial"):
-            raise ValueError(f"kd.mode must be renorm or partial; got {self.mode!r}")
-        if self.weighting not in ("constant", "entropy", "doubt"):
-            raise ValueError(f"kd.weighting must be constant, entropy or doubt; got {self.weighting!r}")
+        KD_MODES.check(self.mode, "kd.mode")
+        KD_WEIGHTINGS.check(self.weighting, "kd.weighting")
 
     @property
     def enabled(self) -> bool:

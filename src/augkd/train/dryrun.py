@@ -29,8 +29,10 @@ import torch
 from augkd.data import InMemoryDataset, build_datasets, dataset_stats
 from augkd.distill.teacher import Teacher
 from augkd.models import count_parameters
+from augkd.train.build import build_distillation_task
 from augkd.train.config import TrainConfig
-from augkd.train.loop import Run, build_distillation_task, evaluate, setup_run, train_one_epoch
+from augkd.train.loop import evaluate, setup_run, train_one_epoch
+from augkd.train.run import Run
 
 __all__ = ["DRY_RUN_BATCH", "dry_run", "format_dry_run", "install_stand_in_teacher"]
 

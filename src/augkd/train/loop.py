@@ -9,19 +9,19 @@ measures top-1/top-5/loss, :func:`train` ties them together and writes the run f
                      last.pt          everything needed to resume (atomic write)
                      best.pt          weights of the best evaluated epoch
                      summary.json     final figures
+
+What the loop uses lives in modules named for it: the assembly of a run (:mod:`augkd.train.build`), the run
+state (:mod:`augkd.train.run`), the metrics writers (:mod:`augkd.train.metrics`), the checkpoint schema
+(:mod:`augkd.models.checkpoint`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import json
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,283 +32,34 @@ from tqdm import tqdm
 
 from augkd import faults
 from augkd.augment import rng
-from augkd.augment.base import Cutout, build_base_augment
-from augkd.augment.spec import build_policy
-from augkd.config import config_to_dict
-from augkd.data import DeviceLoader, InMemoryDataset, build_datasets, build_stream_loaders, dataset_stats
-from augkd.distill.cache import CacheError, TeacherCache, cache_key, dataset_fingerprint, file_sha256
-from augkd.distill.loss import TopKKL
-from augkd.distill.teacher import TeacherError, load_teacher
-from augkd.io import atomic_write_text, remove_temp_files
-from augkd.models import count_parameters, create_model
-from augkd.train import distributed
-from augkd.train.checkpoint import (
-    CheckpointError,
+from augkd.checkpoint import (
     check_run_folder,
     epoch_checkpoints,
-    load_latest_checkpoint,
     save_checkpoint,
     save_training_checkpoint,
     tensor_bytes,
 )
+from augkd.config import config_to_dict
+from augkd.data import DeviceLoader, InMemoryDataset
+from augkd.io import atomic_write_text, remove_temp_files
+from augkd.models import count_parameters
+from augkd.models.build import build_model
+from augkd.models.checkpoint import RunCheckpoint, read_latest_run_checkpoint, run_info, training_state
+from augkd.train import distributed
+from augkd.train.build import RunError, build_components, build_ema, build_task, resolve_device
 from augkd.train.config import TrainConfig
 from augkd.train.distributed import DistEnv
 from augkd.train.guard import NonFiniteGuard, check_finite_state
+from augkd.train.metrics import format_epoch, format_start, log_metrics, report_bad_files, run_summary, write_summary
+from augkd.train.optim import build_optimizer
+from augkd.train.run import Run
 from augkd.train.schedule import lr_factor
-from augkd.train.task import CachedDistillationTask, ClassificationTask, DistillationTask
 
-__all__ = ["Normalize", "Run", "TrainAugment", "evaluate", "resolve_amp", "resolve_device", "setup_run", "train"]
-
-CHECKPOINT_FORMAT = "augkd-checkpoint/1"
-
-
-class RunError(RuntimeError):
-    """A run that cannot start or continue (existing folder, incompatible resume)."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Small building blocks
-
-
-class Normalize(nn.Module):
-    """uint8 images -> float32 ``(x / 255 - mean) / std`` in one fused affine step, keeping the memory format."""
-
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], channels_last: bool = False) -> None:
-        super().__init__()
-        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        self.register_buffer("scale", 1.0 / (255.0 * std_t), persistent=False)
-        self.register_buffer("shift", -mean_t / std_t, persistent=False)
-        self.channels_last = channels_last
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return torch.addcmul(self.shift, images.float(), self.scale)
-
-
-class TrainAugment(nn.Module):
-    """Base augmentation (crop/flip), the policy, then an optional last stage (Cutout); all pure functions of
-    (seed, epoch, sample index).
-
-    This is where an augmentation policy plugs into training: ``augment.policy`` in the config.
-    """
-
-    def __init__(
-        self, base: nn.Module, policy: nn.Module, post: nn.Module | None = None, policy_epochs: int | None = None
-    ) -> None:
-        super().__init__()
-        self.base = base
-        self.policy = policy
-        self.post = post
-        self.policy_epochs = policy_epochs  # epochs >= this one see the base augmentation only (None: all epochs)
-
-    def uses_policy(self, epoch: int) -> bool:
-        """Whether epoch ``epoch`` (0-based) applies the policy and the last stage (``augment.off_last_epochs``
-        switches both off: those epochs see the base crop/flip only)."""
-        return self.policy_epochs is None or epoch < self.policy_epochs
-
-    def forward(self, images: torch.Tensor, indices: torch.Tensor, epoch: int) -> torch.Tensor:
-        images = self.base(images, indices, epoch)
-        if not self.uses_policy(epoch):
-            return images
-        images = self.policy(images, indices, epoch)
-        return images if self.post is None else self.post(images, indices, epoch)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; a named CUDA device must exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RunError(f"device={name!r} but CUDA is not available here; use device=cpu or device=auto")
-    return torch.device(name)
-
-
-def _cpu_has_bf16() -> bool:
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(torch.cpu, c, lambda: False)() for c in checks)
-
-
-def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``mode`` on ``device`` (None: full float32).
-
-    ``auto`` picks bf16 on CPUs with native bf16 (AVX512-BF16 or AMX) and on GPUs that support it, fp16 on
-    older GPUs, and float32 elsewhere.
-    """
-    if mode == "off":
-        return None
-    if device.type == "cpu":
-        if mode == "fp16":
-            raise RunError("amp=fp16 needs a CUDA device; on the CPU use amp=bf16 or amp=off")
-        if mode == "bf16":
-            return torch.bfloat16
-        return torch.bfloat16 if _cpu_has_bf16() else None
-    if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
+__all__ = ["Run", "RunError", "evaluate", "setup_run", "train", "train_one_epoch"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Setup
-
-
-@dataclass
-class Run:
-    """Everything a run needs, built by :func:`setup_run`."""
-
-    cfg: TrainConfig
-    run_dir: Path
-    device: torch.device
-    amp_dtype: torch.dtype | None
-    model: nn.Module
-    ema: nn.Module | None
-    task: nn.Module
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    augment: TrainAugment
-    normalize: Normalize
-    train_loader: DeviceLoader
-    eval_loader: DeviceLoader
-    classes: list[str]
-    stats: dict[str, Any]
-    start_epoch: int = 0
-    step: int = 0
-    best_top1: float = -1.0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    env: DistEnv = field(default_factory=DistEnv)
-    """This process's rank among the ranks of a ``torchrun`` launch (one process: rank 0 of 1)."""
-    train_model: nn.Module | None = None
-    """What the training step calls: ``model`` wrapped in DistributedDataParallel, or None for ``model``."""
-    reported_bad_files: list[tuple[str, str]] = field(default_factory=list)
-    """Unreadable images already written to ``bad_files.txt`` (``data.bad_files=skip``)."""
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.train_loader)
-
-    @property
-    def total_steps(self) -> int:
-        return self.steps_per_epoch * self.cfg.epochs
-
-
-def _param_groups(model: nn.Module, weight_decay: float, no_decay_bn: bool) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if no_decay_bn and p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
-
-
-def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """``optim.name``: torch's SGD, or timm's RMSpropTF (TensorFlow's RMSProp, EfficientNet's recipe).
-
-    Both get the same parameter groups (weight decay off for normalization parameters and biases with
-    ``optim.no_decay_bn``); the learning rate is set every step from :func:`~augkd.train.schedule.lr_factor`.
-    """
-    groups = _param_groups(model, cfg.optim.weight_decay, cfg.optim.no_decay_bn)
-    o = cfg.optim
-    if o.name == "rmsproptf":
-        from timm.optim import RMSpropTF
-
-        # weight decay as an L2 term in the gradient, as TF's EfficientNet adds it to the loss
-        return RMSpropTF(groups, lr=o.lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum)
-    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
-
-
-def set_bn_momentum(model: nn.Module, momentum: float) -> int:
-    """Set ``momentum`` (torch convention: 1 - TensorFlow's decay) on every BatchNorm layer; returns how many."""
-    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in layers:
-        m.momentum = momentum
-    return len(layers)
-
-
-def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    """The configured model (``model.name``, ``model.drop_rate``, ``model.drop_path_rate``, ``model.kwargs``,
-    then ``model.bn_momentum`` on its BatchNorm layers)."""
-    kwargs = dict(cfg.model.kwargs)
-    if cfg.model.drop_rate is not None:
-        kwargs["drop_rate"] = cfg.model.drop_rate
-    if cfg.model.drop_path_rate is not None:
-        kwargs["drop_path_rate"] = cfg.model.drop_path_rate
-    try:
-        model = create_model(cfg.model.name, num_classes=num_classes, **kwargs)
-    except TypeError as exc:
-        raise RunError(f"model.kwargs {kwargs} do not fit model {cfg.model.name!r}: {exc}") from None
-    if cfg.model.bn_momentum is not None and set_bn_momentum(model, cfg.model.bn_momentum) == 0:
-        raise RunError(f"model.bn_momentum is set but model {cfg.model.name!r} has no BatchNorm layers")
-    return model
-
-
-def build_distillation_task(
-    cfg: TrainConfig, num_classes: int, device: torch.device, student_norm: tuple, teacher: nn.Module | None = None
-) -> DistillationTask:
-    """The KD task of ``cfg.kd``: the teacher checkpoint loaded frozen (or the given ``teacher``), top-K KL, lambda."""
-    if teacher is None:
-        try:
-            teacher = load_teacher(cfg.kd.teacher, num_classes, device, student_norm, channels_last=cfg.channels_last)
-        except (TeacherError, CheckpointError) as exc:
-            raise RunError(f"kd.teacher: {exc}") from None
-    kd_loss = TopKKL(cfg.kd.k, cfg.kd.temperature, cfg.kd.mode, cfg.kd.t2_scale)
-    if cfg.kd.k > num_classes:
-        raise RunError(f"kd.k={cfg.kd.k} is larger than the {num_classes} classes of the data")
-    return DistillationTask(teacher, kd_loss, cfg.kd.lambda_, cfg.optim.label_smoothing, cfg.kd.weighting)
-
-
-def build_cached_distillation_task(
-    cfg: TrainConfig, train_set: InMemoryDataset, device: torch.device, amp_dtype: torch.dtype | None
-) -> CachedDistillationTask:
-    """The KD task of ``cfg.kd`` reading the teacher from ``kd.cache``, checked against this run before training.
-
-    Raises:
-        RunError: the cache was built for other settings (augmentation, seed, data, teacher, autocast), holds
-            fewer than ``kd.k`` classes or fewer epochs than the run, or cannot serve ``kd.mode`` at this T.
-    """
-    teacher_sha = None
-    if cfg.kd.teacher:
-        if not Path(cfg.kd.teacher).is_file():
-            raise RunError(f"kd.teacher: {cfg.kd.teacher} not found")
-        teacher_sha = file_sha256(cfg.kd.teacher)
-    if cfg.kd.k > train_set.num_classes:
-        raise RunError(f"kd.k={cfg.kd.k} is larger than the {train_set.num_classes} classes of the data")
-    try:
-        cache = TeacherCache(cfg.kd.cache, device)
-        key = cache_key(cfg, dataset_fingerprint(train_set), amp_dtype, teacher_sha)
-        cache.check(
-            key,
-            epochs=cfg.epochs,
-            k=cfg.kd.k,
-            temperature=cfg.kd.temperature,
-            mode=cfg.kd.mode,
-            num_classes=train_set.num_classes,
-        )
-    except CacheError as exc:
-        raise RunError(f"kd.cache: {exc}") from None
-    kd_loss = TopKKL(cfg.kd.k, cfg.kd.temperature, cfg.kd.mode, cfg.kd.t2_scale)
-    return CachedDistillationTask(cache, kd_loss, cfg.kd.lambda_, cfg.optim.label_smoothing, cfg.kd.weighting)
-
-
-def build_train_augment(cfg: TrainConfig) -> TrainAugment:
-    """Base augmentation and policy of ``cfg`` (``data.base_aug`` and its keys, ``augment.*``, ``seed``).
-
-    With ``data.loader=stream`` the loader's workers already cropped and flipped, so the base stage is ``none``.
-    """
-    base = build_base_augment(
-        "none" if cfg.data.loader == "stream" else cfg.data.base_aug,
-        cfg.data.image_size,
-        seed=cfg.seed,
-        padding=cfg.data.crop_padding,
-        scale_min=cfg.data.rrc_scale_min,
-    )
-    policy = build_policy(cfg.augment.spec(), cfg.data.image_size, seed=cfg.seed, fill=cfg.augment.fill)
-    post = Cutout(cfg.augment.cutout, seed=cfg.seed, fill=cfg.augment.fill) if cfg.augment.cutout else None
-    policy_epochs = cfg.epochs - cfg.augment.off_last_epochs if cfg.augment.off_last_epochs else None
-    return TrainAugment(base, policy, post, policy_epochs)
 
 
 def setup_run(
@@ -343,54 +94,20 @@ def setup_run(
             f"run folder {run_dir} already holds a run; pass --resume to continue it, --overwrite to "
             f"start over, or name=<other> for a new run"
         )
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = distributed.rank_device(resolve_device(cfg.device), env)
-    amp_dtype = resolve_amp(cfg.amp, device)
-    batch_size = distributed.per_rank_batch(cfg.batch_size, env)
-
-    stream = cfg.data.loader == "stream" and datasets is None  # JPEGs decoded per batch by workers
-    shard = {"rank": env.rank, "world_size": env.world_size}
-    eval_batch = max(1, cfg.eval_batch_size // env.world_size)
-    if stream:
-        train_loader, eval_loader = build_stream_loaders(
-            cfg.data, batch_size, eval_batch, seed=cfg.seed, device=device, **shard
-        )
-        train_set, eval_set = train_loader.dataset, eval_loader.dataset
-    else:
-        if datasets is None:
-            datasets = _build_datasets_in_turn(cfg, env, quiet)
-        train_set, eval_set = datasets
-    stats = dataset_stats(cfg.data)
+    parts = build_components(cfg, env=env, datasets=datasets, quiet=quiet)
+    device, amp_dtype, train_set = parts.device, parts.amp_dtype, parts.train_set
     # The initial weights come from their own named stream, reseeded here: decoding the data (a DataLoader draws
     # from the global RNG) or anything else that ran before cannot change them.
     rng.seed_global_stream(cfg.seed, "init")
-    model = build_model(cfg, train_set.num_classes).to(device)
+    model = build_model(cfg.model, train_set.num_classes).to(device)
     if cfg.sync_bn:
         model = distributed.convert_sync_bn(model, env, device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    ema = None
-    if cfg.ema.enabled:
-        ema = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema.decay), use_buffers=True
-        )
+    ema = build_ema(cfg, model)
     optimizer = build_optimizer(cfg, model)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    augment = build_train_augment(cfg).to(device)
-    normalize = Normalize(stats["mean"], stats["std"], channels_last=cfg.channels_last).to(device)
-    if not stream:
-        train_loader = DeviceLoader(
-            train_set, batch_size, shuffle=True, drop_last=True, seed=cfg.seed, device=device, **shard
-        )
-        eval_loader = DeviceLoader(eval_set, eval_batch, shuffle=False, drop_last=False, seed=0, device=device, **shard)
-    if len(train_loader) == 0:
-        raise RunError(f"batch_size={cfg.batch_size} is larger than the {len(train_set)} training images")
-    task: nn.Module = ClassificationTask(cfg.optim.label_smoothing)
-    if cfg.kd.cache:
-        task = build_cached_distillation_task(cfg, train_set, device, amp_dtype)
-    elif cfg.kd.enabled:
-        task = build_distillation_task(cfg, train_set.num_classes, device, (stats["mean"], stats["std"]))
+    task = build_task(cfg, parts)
     run = Run(
         cfg=cfg,
         run_dir=run_dir,
@@ -401,12 +118,11 @@ def setup_run(
         task=task,
         optimizer=optimizer,
         scaler=scaler,
-        augment=augment,
-        normalize=normalize,
-        train_loader=train_loader,
-        eval_loader=eval_loader,
+        pipeline=parts.pipeline,
+        train_loader=parts.train_loader,
+        eval_loader=parts.eval_loader,
         classes=list(train_set.classes),
-        stats=stats,
+        stats=parts.stats,
         env=env,
     )
     if resume:
@@ -416,46 +132,34 @@ def setup_run(
     return run
 
 
-def _build_datasets_in_turn(cfg: TrainConfig, env: DistEnv, quiet: bool) -> tuple[InMemoryDataset, InMemoryDataset]:
-    """Local rank 0 decodes (and fills the on-disk cache) first; the other ranks of its node then read the cache."""
-    if env.local_rank != 0:
-        distributed.barrier()
-    datasets = build_datasets(cfg.data, quiet=quiet)
-    if env.local_rank == 0:
-        distributed.barrier()
-    return datasets
-
-
 def _resume(run: Run) -> None:
     """Restore the newest good checkpoint (``last.pt``, else an epoch checkpoint), saying so when it falls back."""
-    found = load_latest_checkpoint(run.run_dir, map_location=run.device)
+    found = read_latest_run_checkpoint(run.run_dir, map_location=run.device)
     if found is None:  # killed before its first checkpoint: nothing to lose, start from the beginning
         print(f"augkd: warning: no checkpoint in {run.run_dir} yet; starting the run from epoch 1", file=sys.stderr)
         return
-    path, state, problems = found
+    ckpt, problems = found
     for problem in problems:
-        print(f"augkd: warning: {problem}; resuming from {path.name} instead", file=sys.stderr)
-    _restore(run, state)
+        print(f"augkd: warning: {problem}; resuming from {ckpt.path.name} instead", file=sys.stderr)
+    _restore(run, ckpt)
 
 
-def _restore(run: Run, state: dict[str, Any]) -> None:
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise RunError(f"not an augkd training checkpoint (format={state.get('format')!r})")
-    saved_model = state["config"]["model"]["name"]
-    if saved_model != run.cfg.model.name:
+def _restore(run: Run, ckpt: RunCheckpoint) -> None:
+    if ckpt.model_config.name != run.cfg.model.name:
         raise RunError(
-            f"cannot resume: the checkpoint trained {saved_model!r}, the config asks for {run.cfg.model.name!r}"
+            f"cannot resume: the checkpoint trained {ckpt.model_config.name!r}, the config asks for "
+            f"{run.cfg.model.name!r}"
         )
-    run.model.load_state_dict(state["model"])
-    if run.ema is not None and state.get("ema") is not None:
-        run.ema.load_state_dict(state["ema"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    if state.get("scaler"):
-        run.scaler.load_state_dict(state["scaler"])
-    run.start_epoch = int(state["epoch"])
-    run.step = int(state["step"])
-    run.best_top1 = float(state.get("best_top1", -1.0))
-    run.history = list(state.get("history", []))
+    ckpt.load_weights(run.model)
+    if run.ema is not None and ckpt.state.get("ema") is not None:
+        ckpt.load_weights(run.ema, "ema")
+    run.optimizer.load_state_dict(ckpt.state["optimizer"])
+    if ckpt.state.get("scaler"):
+        run.scaler.load_state_dict(ckpt.state["scaler"])
+    run.start_epoch = ckpt.epoch
+    run.step = ckpt.step
+    run.best_top1 = float(ckpt.state.get("best_top1", -1.0))
+    run.history = list(ckpt.state.get("history", []))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -477,14 +181,14 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
     model = run.train_model if run.train_model is not None else run.model
     model.train()
     rng.seed_global_stream(cfg.seed, "epoch_seed", epoch, run.env.rank)  # dropout, Shake-Shake: replayable per epoch
-    run.train_loader.set_epoch(epoch)
     sums: dict[str, torch.Tensor] = {}
     correct = torch.zeros((), device=run.device)
     seen = 0
     guard = NonFiniteGuard(cfg.optim.nonfinite, cfg.optim.nonfinite_patience, run.device)
     t0 = time.perf_counter()
     bar = tqdm(
-        run.train_loader,
+        run.pipeline.batches(run.train_loader, epoch),  # augmented and normalized, as the teacher cache sees them
+        total=len(run.train_loader),
         desc=f"epoch {epoch + 1}/{cfg.epochs}",
         disable=not progress,
         leave=False,
@@ -495,10 +199,8 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
         lr = cfg.optim.lr * lr_factor(cfg.optim, run.step, run.steps_per_epoch, run.total_steps)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
-        with torch.no_grad():
-            images = run.normalize(run.augment(batch.images, batch.indices, epoch))
         with _autocast(run.device, run.amp_dtype):
-            out = run.task(model, images, batch.labels, batch.indices, epoch)
+            out = run.task(model, batch.images, batch.labels, batch.indices, epoch)
         loss = out["loss"]
         if not guard.step_ok(loss, epoch, run.step):  # NaN/Inf loss with optim.nonfinite=skip: no update
             run.step += 1
@@ -582,81 +284,20 @@ def evaluate(
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Logging and checkpoints
+# Checkpoints (the schema: augkd.models.checkpoint)
 
 
 def _run_info(run: Run, epoch: int) -> dict[str, Any]:
-    """What every checkpoint carries besides weights: enough to rebuild the model and read its outputs."""
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "epoch": epoch,  # number of finished epochs
-        "step": run.step,
-        "config": config_to_dict(run.cfg),
-        "classes": run.classes,
-        "normalize": {"mean": list(run.stats["mean"]), "std": list(run.stats["std"])},
-        "best_top1": run.best_top1,
-        "torch_version": str(torch.__version__),
-    }
-
-
-def _checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
-    """``last.pt``: everything needed to resume."""
-    return {
-        **_run_info(run, epoch),
-        "model": run.model.state_dict(),
-        "ema": run.ema.state_dict() if run.ema is not None else None,
-        "optimizer": run.optimizer.state_dict(),
-        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
-        "history": run.history,
-    }
-
-
-def _weights_state(run: Run, epoch: int, weights: dict[str, torch.Tensor], metrics: dict[str, Any]) -> dict:
-    """``best.pt``: the weights of the best evaluated epoch (the raw model's or the EMA's) and its metrics."""
-    return {**_run_info(run, epoch), "model": weights, "metrics": metrics}
-
-
-def _log_metrics(run: Run, row: dict[str, Any]) -> None:
-    run.history.append(row)
-    atomic_write_text(run.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.history))
-    keys = list(dict.fromkeys(k for r in run.history for k in r))  # every column, in first-seen order
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(run.history)
-    atomic_write_text(run.run_dir / "metrics.csv", buf.getvalue())
-
-
-def _report_bad_files(run: Run, log: Any) -> None:
-    """With ``data.bad_files=skip``: every image left out, by path and reason, in ``bad_files.txt`` and one line."""
-    # In-memory datasets know their bad files up front; the stream loader finds them while it reads (so this is
-    # called again at the end of the run).
-    found = [
-        (p, r)
-        for loader in (run.train_loader, run.eval_loader)
-        for p, r in [*getattr(loader.dataset, "skipped", []), *getattr(loader, "skipped", [])]
-    ]
-    bad = list(dict.fromkeys(found))
-    if not bad or bad == run.reported_bad_files:
-        return
-    run.reported_bad_files = bad
-    report = run.run_dir / "bad_files.txt"
-    atomic_write_text(report, "".join(f"{p}\t{r}\n" for p, r in bad))
-    first = f"{bad[0][0]} ({bad[0][1]})"
-    log(f"augkd train: left out {len(bad)} unreadable image(s) (data.bad_files=skip), e.g. {first}; all in {report}")
-
-
-def _fmt_epoch(row: dict[str, Any], epochs: int) -> str:
-    parts = [f"epoch {row['epoch']}/{epochs}", f"loss {row['train_loss']:.4f}"]
-    if "train_kd_loss" in row:
-        parts.append(f"kd {row['train_kd_loss']:.4f}")
-    if "test_top1" in row:
-        parts.append(f"test top1 {row['test_top1']:.2f}% top5 {row['test_top5']:.2f}%")
-    if "ema_top1" in row:
-        parts.append(f"ema top1 {row['ema_top1']:.2f}%")
-    parts.append(f"{row['images_per_s']:.0f} img/s")
-    parts.append(f"{row['elapsed_s']:.0f}s")
-    return " | ".join(parts)
+    cfg, stats = config_to_dict(run.cfg), run.stats
+    return run_info(
+        epoch=epoch,
+        step=run.step,
+        config=cfg,
+        classes=run.classes,
+        mean=stats["mean"],
+        std=stats["std"],
+        best_top1=run.best_top1,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -692,27 +333,12 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: bool, quiet: bool, overwrite:
             old = ["last.pt", "best.pt", "summary.json", "metrics.jsonl", "metrics.csv", "bad_files.txt"]
             for path in [*(run.run_dir / n for n in old), *(p for _, p in epoch_checkpoints(run.run_dir))]:
                 Path(path).unlink(missing_ok=True)
-        _report_bad_files(run, log)  # even when quiet: the user must know what was left out
+        report_bad_files(run, log)  # even when quiet: the user must know what was left out
         atomic_write_text(run.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     n_params = count_parameters(run.model)
     progress = not quiet and sys.stderr.isatty() and not os.environ.get("CI")
     if not quiet:
-        log(
-            f"augkd train: {cfg.model.name} ({n_params / 1e6:.2f}M params), {len(run.train_loader.dataset)} train / "
-            f"{len(run.eval_loader.dataset)} eval images, {run.train_loader.dataset.num_classes} classes, "
-            f"{cfg.epochs} epochs on {run.device}"
-            + (f" ({str(run.amp_dtype).replace('torch.', '')} autocast)" if run.amp_dtype else "")
-            + f", policy {cfg.augment.spec()!r}"
-            + (f" (off for the last {cfg.augment.off_last_epochs} epochs)" if cfg.augment.off_last_epochs else "")
-            + (f", {env.world_size} processes x batch {cfg.batch_size // env.world_size}" if env.enabled else "")
-            + (
-                f", KD from {cfg.kd.cache or cfg.kd.teacher} "
-                f"(K={cfg.kd.k}, lambda={cfg.kd.lambda_}, T={cfg.kd.temperature})"
-                if cfg.kd.enabled
-                else ""
-            )
-            + f" -> {run.run_dir}"
-        )
+        log(format_start(run, n_params))
         if resume and run.step:
             log(f"resuming after epoch {run.start_epoch} (step {run.step})")
     t_start = time.perf_counter() - (run.history[-1]["elapsed_s"] if run.history else 0.0)
@@ -732,7 +358,7 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: bool, quiet: bool, overwrite:
                 row.update({f"ema_{k}": v for k, v in res_ema.items() if k != "n"})
         row["elapsed_s"] = time.perf_counter() - t_start
         if env.is_main:
-            _log_metrics(run, row)
+            log_metrics(run, row)
         else:
             run.history.append(row)
         if "test_top1" in row:
@@ -744,47 +370,19 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: bool, quiet: bool, overwrite:
                 run.best_top1 = top1
                 if env.is_main:
                     weights = (run.ema.module if which == "ema" else run.model).state_dict()
-                    save_checkpoint(run.run_dir / "best.pt", _weights_state(run, epoch + 1, weights, row))
+                    save_checkpoint(
+                        run.run_dir / "best.pt", {**_run_info(run, epoch + 1), "model": weights, "metrics": row}
+                    )
         if env.is_main:
-            save_training_checkpoint(
-                run.run_dir, _checkpoint_state(run, epoch + 1), epoch + 1, cfg.checkpoint.keep_last
+            state = training_state(
+                _run_info(run, epoch + 1), run.model, run.ema, run.optimizer, run.scaler, run.history
             )
+            save_training_checkpoint(run.run_dir, state, epoch + 1, cfg.checkpoint.keep_last)
         if not quiet:
-            log(_fmt_epoch(row, cfg.epochs))
+            log(format_epoch(row, cfg.epochs))
     if env.is_main:
-        _report_bad_files(run, log)  # files the stream loader found unreadable during the run
-    final = run.history[-1] if run.history else {}
-    summary = {
-        "name": cfg.name,
-        "model": cfg.model.name,
-        "params": n_params,
-        "policy": cfg.augment.spec(),
-        "off_last_epochs": cfg.augment.off_last_epochs,
-        "kd": {
-            "teacher": cfg.kd.teacher,
-            "cache": cfg.kd.cache,
-            "k": cfg.kd.k,
-            "lambda": cfg.kd.lambda_,
-            "temperature": cfg.kd.temperature,
-            "mode": cfg.kd.mode,
-        }
-        if cfg.kd.enabled
-        else None,
-        "epochs": cfg.epochs,
-        "train_images": len(run.train_loader.dataset),
-        "eval_images": len(run.eval_loader.dataset),
-        "final_top1": final.get("test_top1"),
-        "final_top5": final.get("test_top5"),
-        "final_error": None if final.get("test_top1") is None else round(100.0 - final["test_top1"], 4),
-        "best_top1": run.best_top1,
-        "wall_time_s": final.get("elapsed_s"),
-        "device": str(run.device),
-        "world_size": env.world_size,
-        "amp": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",
-        "run_dir": str(run.run_dir),
-    }
-    if env.is_main:
-        atomic_write_text(run.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        report_bad_files(run, log)  # files the stream loader found unreadable during the run
+    summary = write_summary(run, n_params) if env.is_main else run_summary(run, n_params)
     distributed.barrier()  # no rank returns before rank 0 has written the run folder
     if not quiet:
         log(

@@ -33,10 +33,11 @@ import torch
 
 from augkd.data import DeviceLoader, InMemoryDataset, describe_dataset
 from augkd.models import count_parameters
+from augkd.train.build import RunError, resolve_device
 from augkd.train.config import TrainConfig
 from augkd.train.distributed import DistEnv, per_rank_batch
 from augkd.train.dryrun import install_stand_in_teacher
-from augkd.train.loop import RunError, evaluate, resolve_device, setup_run, train_one_epoch
+from augkd.train.loop import evaluate, setup_run, train_one_epoch
 
 __all__ = ["KNOWN_SIZES", "data_sizes", "format_plan", "plan"]
 

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from augkd.train.config import OptimConfig
+from augkd.registry import Registry
 
-__all__ = ["lr_factor"]
+if TYPE_CHECKING:
+    from augkd.train.config import OptimConfig
+
+__all__ = ["SCHEDULES", "lr_factor"]
 
 
 def lr_factor(cfg: OptimConfig, step: int, steps_per_epoch: int, total_steps: int) -> float:
@@ -29,17 +34,35 @@ def lr_factor(cfg: OptimConfig, step: int, steps_per_epoch: int, total_steps: in
     warm = round(cfg.warmup_epochs * steps_per_epoch)
     if step < warm:
         return cfg.warmup_start + (1.0 - cfg.warmup_start) * (step + 1) / warm
-    rest = max(1, total_steps - warm)
+    return SCHEDULES[cfg.schedule](cfg, step, warm, max(1, total_steps - warm), steps_per_epoch)
+
+
+def _cosine(cfg: OptimConfig, step: int, warm: int, rest: int, steps_per_epoch: int) -> float:
     t = min(1.0, (step - warm) / rest)  # progress after warm-up, in [0, 1]
-    if cfg.schedule == "cosine":
-        floor = cfg.min_lr / cfg.lr
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
-    if cfg.schedule == "onecycle":
-        return max(0.0, 1.0 - (step - warm + 1) / rest)
-    if cfg.schedule == "exponential":
-        decay_steps = max(1, round(cfg.decay_epochs * steps_per_epoch))
-        return cfg.decay_rate ** (step // decay_steps)
-    if cfg.schedule == "step":
-        epoch = step / steps_per_epoch
-        return cfg.gamma ** bisect.bisect_right(cfg.milestones, epoch)
+    floor = cfg.min_lr / cfg.lr
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def _step(cfg: OptimConfig, step: int, warm: int, rest: int, steps_per_epoch: int) -> float:
+    return cfg.gamma ** bisect.bisect_right(cfg.milestones, step / steps_per_epoch)
+
+
+def _onecycle(cfg: OptimConfig, step: int, warm: int, rest: int, steps_per_epoch: int) -> float:
+    return max(0.0, 1.0 - (step - warm + 1) / rest)
+
+
+def _constant(cfg: OptimConfig, step: int, warm: int, rest: int, steps_per_epoch: int) -> float:
     return 1.0
+
+
+def _exponential(cfg: OptimConfig, step: int, warm: int, rest: int, steps_per_epoch: int) -> float:
+    decay_steps = max(1, round(cfg.decay_epochs * steps_per_epoch))
+    return cfg.decay_rate ** (step // decay_steps)
+
+
+#: ``optim.schedule`` -> ``(optim config, step, warm-up steps, steps after warm-up, steps per epoch) -> factor``
+#: for the steps after the warm-up.
+SCHEDULES: Registry[Callable[[OptimConfig, int, int, int, int], float]] = Registry(
+    "schedule",
+    {"cosine": _cosine, "step": _step, "onecycle": _onecycle, "constant": _constant, "exponential": _exponential},
+)

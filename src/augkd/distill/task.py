@@ -7,6 +7,7 @@ A task returns ``{"loss": total to backpropagate, "task_loss": ..., "output": lo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +15,7 @@ from torch import nn
 
 from augkd.distill.cache import TeacherCache
 from augkd.distill.loss import TeacherTopK, TopKKL, teacher_top_k
+from augkd.registry import Registry
 
 __all__ = [
     "KD_WEIGHTINGS",
@@ -40,8 +42,19 @@ class ClassificationTask(nn.Module):
         return {"loss": task_loss, "task_loss": task_loss, "output": logits}
 
 
-#: Per-image KD weights (beyond the paper, whose conclusion names a constant lambda as a limitation).
-KD_WEIGHTINGS = ("constant", "entropy", "doubt")
+def _entropy_weights(teacher: TeacherTopK, num_classes: int) -> torch.Tensor:
+    return teacher.entropy / math.log(num_classes)
+
+
+def _doubt_weights(teacher: TeacherTopK, num_classes: int) -> torch.Tensor:
+    return 1.0 - teacher.log_p_label.exp()
+
+
+#: Per-image KD weights (beyond the paper, whose conclusion names a constant lambda as a limitation): name ->
+#: ``(teacher summary, num_classes) -> weights in [0, 1]``, or None for ``constant`` (every image weighs 1).
+KD_WEIGHTINGS: Registry[Callable[[TeacherTopK, int], torch.Tensor] | None] = Registry(
+    "KD weighting", {"constant": None, "entropy": _entropy_weights, "doubt": _doubt_weights}
+)
 
 
 def top_k_weights(teacher: TeacherTopK, num_classes: int, weighting: str) -> torch.Tensor | None:
@@ -50,15 +63,13 @@ def top_k_weights(teacher: TeacherTopK, num_classes: int, weighting: str) -> tor
     Raises:
         ValueError: unknown weighting, or a summary without the entropy / true-label log-probability it needs.
     """
-    if weighting == "constant":
+    KD_WEIGHTINGS.check(weighting, "kd weighting")
+    weights = KD_WEIGHTINGS[weighting]
+    if weights is None:
         return None
-    if weighting not in KD_WEIGHTINGS:
-        raise ValueError(f"kd weighting must be one of {', '.join(KD_WEIGHTINGS)}; got {weighting!r}")
     if teacher.entropy is None or teacher.log_p_label is None:
         raise ValueError(f"kd weighting {weighting!r} needs the teacher's entropy and true-label probability")
-    if weighting == "entropy":
-        return teacher.entropy / math.log(num_classes)
-    return 1.0 - teacher.log_p_label.exp()
+    return weights(teacher, num_classes)
 
 
 def kd_weights(teacher_logits: torch.Tensor, labels: torch.Tensor, weighting: str) -> torch.Tensor | None:
@@ -68,8 +79,7 @@ def kd_weights(teacher_logits: torch.Tensor, labels: torch.Tensor, weighting: st
     image the teacher finds ambiguous leans more on the soft labels. ``doubt``: ``1 - p_T(true class)``, the
     teacher's doubt that the augmented image still shows its label.
     """
-    if weighting not in KD_WEIGHTINGS:
-        raise ValueError(f"kd weighting must be one of {', '.join(KD_WEIGHTINGS)}; got {weighting!r}")
+    KD_WEIGHTINGS.check(weighting, "kd weighting")
     summary = teacher_top_k(teacher_logits, 1, labels=labels)
     return top_k_weights(summary, teacher_logits.shape[1], weighting)
 
@@ -101,8 +111,7 @@ class DistillationTask(nn.Module):
         weighting: str = "constant",
     ) -> None:
         super().__init__()
-        if weighting not in KD_WEIGHTINGS:
-            raise ValueError(f"kd weighting must be one of {', '.join(KD_WEIGHTINGS)}; got {weighting!r}")
+        KD_WEIGHTINGS.check(weighting, "kd weighting")
         self.teacher = teacher
         self.kd_loss = kd_loss
         self.lam = lam

@@ -1,4 +1,4 @@
-"""augkd.train.checkpoint: atomic writes, weights_only loading, clear errors."""
+"""augkd.checkpoint: atomic writes, weights_only loading, clear errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from augkd.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from augkd.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def test_round_trip(tmp_path):
@@ -145,7 +145,7 @@ def test_check_run_folder(tmp_path, monkeypatch):
     import shutil
     from collections import namedtuple
 
-    from augkd.train.checkpoint import check_run_folder
+    from augkd.checkpoint import check_run_folder
 
     check_run_folder(tmp_path / "run", 1000)
     assert (tmp_path / "run").is_dir() and list((tmp_path / "run").iterdir()) == []  # the probe is cleaned up
@@ -159,7 +159,7 @@ def test_check_run_folder(tmp_path, monkeypatch):
 
 
 def test_read_only_folder(tmp_path):
-    from augkd.train.checkpoint import check_run_folder
+    from augkd.checkpoint import check_run_folder
 
     run = tmp_path / "run"
     save_checkpoint(run / "last.pt", {"epoch": 1})
@@ -185,7 +185,7 @@ def _names(folder):
 
 
 def test_keep_last_n(tmp_path):
-    from augkd.train.checkpoint import save_training_checkpoint
+    from augkd.checkpoint import save_training_checkpoint
 
     for epoch in range(1, 6):
         save_training_checkpoint(tmp_path, {"epoch": epoch}, epoch, keep_last=2)
@@ -200,7 +200,7 @@ def test_keep_last_n(tmp_path):
 
 
 def test_links_fall_back_to_copies(tmp_path, monkeypatch):
-    from augkd.train.checkpoint import save_training_checkpoint
+    from augkd.checkpoint import save_training_checkpoint
 
     def no_links(src, dst):
         raise OSError(1, "Operation not permitted")
@@ -213,7 +213,7 @@ def test_links_fall_back_to_copies(tmp_path, monkeypatch):
 
 
 def test_resume_falls_back_to_the_newest_good_checkpoint(tmp_path):
-    from augkd.train.checkpoint import load_latest_checkpoint, save_training_checkpoint
+    from augkd.checkpoint import load_latest_checkpoint, save_training_checkpoint
 
     assert load_latest_checkpoint(tmp_path) is None
     for epoch in range(1, 4):

@@ -1,4 +1,4 @@
-"""augkd.train.task: per-image KD weights and the distillation task's arithmetic."""
+"""augkd.distill.task: per-image KD weights and the distillation task's arithmetic."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from augkd.distill.loss import TopKKL
+from augkd.distill.task import DistillationTask, kd_weights
 from augkd.distill.teacher import Teacher
-from augkd.train.task import DistillationTask, kd_weights
 
 
 def test_kd_weights():

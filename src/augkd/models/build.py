@@ -1,0 +1,40 @@
+"""Build the network a :class:`~augkd.models.config.ModelConfig` describes (the run's ``model.*`` section)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from augkd.models.config import ModelConfig
+from augkd.models.registry import create_model
+
+__all__ = ["build_model", "set_bn_momentum"]
+
+
+def set_bn_momentum(model: nn.Module, momentum: float) -> int:
+    """Set ``momentum`` (torch convention: 1 - TensorFlow's decay) on every BatchNorm layer; returns how many."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in layers:
+        m.momentum = momentum
+    return len(layers)
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """The configured model (``model.name``, ``model.drop_rate``, ``model.drop_path_rate``, ``model.kwargs``,
+    then ``model.bn_momentum`` on its BatchNorm layers).
+
+    Raises:
+        ValueError: unknown model, ``model.kwargs`` the builder does not take, or ``model.bn_momentum`` on a model
+            without BatchNorm layers.
+    """
+    kwargs = dict(cfg.kwargs)
+    if cfg.drop_rate is not None:
+        kwargs["drop_rate"] = cfg.drop_rate
+    if cfg.drop_path_rate is not None:
+        kwargs["drop_path_rate"] = cfg.drop_path_rate
+    try:
+        model = create_model(cfg.name, num_classes=num_classes, **kwargs)
+    except TypeError as exc:
+        raise ValueError(f"model.kwargs {kwargs} do not fit model {cfg.name!r}: {exc}") from None
+    if cfg.bn_momentum is not None and set_bn_momentum(model, cfg.bn_momentum) == 0:
+        raise ValueError(f"model.bn_momentum is set but model {cfg.name!r} has no BatchNorm layers")
+    return model
