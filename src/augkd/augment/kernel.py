@@ -180,6 +180,15 @@ def supports(images: torch.Tensor, op_names: Sequence[str]) -> bool:
     )
 
 
+def _forget_pool() -> None:
+    global _pool
+    _pool = None  # a forked child (a DataLoader worker) has no threads behind the parent's pool
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _threads() -> ThreadPoolExecutor:
     global _pool
     if _pool is None or _pool._max_workers != torch.get_num_threads():
