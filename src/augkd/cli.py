@@ -315,10 +315,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 device=args.device,
                 spec=args.policy,
-                repeats=2 if args.quick else args.repeats,
+                repeats=2 if args.quick else args.repeats or 5,
             )
             for size in args.sizes
         }
+    elif args.what == "train":
+        results = _bench_train(args)
     elif args.what == "kd":
         from augkd.bench.kd import run_kd_benchmark
 
@@ -331,6 +333,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         results = run_data_benchmark(batch_size=args.batch_size or 512, device=args.device, quick=args.quick)
     print(json.dumps(results, indent=2 if not args.json else None))
     return 0
+
+
+def _bench_train(args: argparse.Namespace) -> dict[str, object]:
+    """``augkd bench train``: whole training steps of augkd's trainer against timm's pipeline, per image size."""
+    from augkd.bench.train import run_train_benchmark
+
+    steps = 3 if args.quick else args.steps
+    rounds = 1 if args.quick else args.repeats or 3
+    return {
+        str(size): run_train_benchmark(size, steps=steps, rounds=rounds, batch_size=args.batch_size, model=args.model)
+        for size in args.sizes
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -488,14 +502,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ambiguity)
 
     p = sub.add_parser("bench", help="benchmarks against the anchors (torchvision, timm, kornia) as JSON")
-    p.add_argument("what", choices=["augment", "data", "kd"], help="what to measure")
+    p.add_argument("what", choices=["augment", "data", "kd", "train"], help="what to measure")
     p.add_argument("--device", default="cpu")
     p.add_argument("--policy", default="ra-n2-m9", help="policy spec (augment)")
     p.add_argument("--model", default="fastnet9", help="student model (kd)")
     p.add_argument("--teacher", default="fastnet9", help="teacher model (kd)")
     p.add_argument("--sizes", type=int, nargs="+", default=[32, 224], choices=[32, 224], help="image sizes (augment)")
     p.add_argument("--batch-size", type=int, default=None, help="default: 1024 at 32px, 128 at 224px; 512 data; 256 kd")
-    p.add_argument("--repeats", type=int, default=5, help="timed batches per contender (median reported)")
+    p.add_argument(
+        "--repeats", type=int, default=None, help="timed batches (train: rounds) per contender; default 5 (train: 3)"
+    )
+    p.add_argument("--steps", type=int, default=8, help="training steps per round (train)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--quick", action="store_true", help="fewer repeats")
     p.add_argument("--json", action="store_true", help="compact JSON on one line")

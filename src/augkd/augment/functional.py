@@ -477,15 +477,20 @@ def translate_y(images: torch.Tensor, pixels: torch.Tensor, fill: int = 128) -> 
     return out
 
 
+def _shear_fixed(factors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pillow's 16.16 fixed-point ``(FIX(0.5 + s * 0.5), FIX(s))`` of shear factors (B,): the source coordinate
+    of row/column ``i``, position ``j`` is ``j + ((base + i * step) >> 16)``."""
+    s = factors.to(torch.float64)
+    return _fix(0.5 + s * 0.5), _fix(s)
+
+
 def _shear_shifts(factors: torch.Tensor, length: int, limit: int) -> torch.Tensor:
     """Integer shift of each row (shear_x) or column (shear_y), (B, length), in Pillow's 16.16 fixed point.
 
     Pillow's source coordinate is ``(FIX(0.5 + s * 0.5) + i * FIX(s) + j * 65536) >> 16`` for row/column ``i``
     and position ``j`` along it, i.e. position ``j`` plus a shift that depends on ``i`` only.
     """
-    s = factors.to(torch.float64)
-    base = _fix(0.5 + s * 0.5)
-    step = _fix(s)
+    base, step = _shear_fixed(factors)
     i = _arange(0, length, 1, factors.device, torch.int64)
     shift = (base.unsqueeze(1) + i * step.unsqueeze(1)) >> 16
     return shift.clamp_(-limit - 1, limit + 1)
@@ -524,6 +529,26 @@ def shear_y(images: torch.Tensor, factors: torch.Tensor, fill: int = 128) -> tor
     return out
 
 
+def _rotate_fixed(degrees: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pillow's fixed-point rotation of (B,) float64 degrees: ``base`` (B, 2) and ``step`` (B, 2, 2) int64.
+
+    The source of output pixel ``(x, y)``, in a copy padded by a one-pixel border, is
+    ``(base[k] + x * step[k, 0] + y * step[k, 1]) >> 16`` for ``k`` = 0 (x) and 1 (y). The matrix is built as
+    Pillow builds it (angle taken modulo 360, cos/sin rounded to 15 decimals).
+    """
+    angle = -(torch.remainder(degrees, 360.0) * (math.pi / 180.0))
+    cos = torch.round(torch.cos(angle), decimals=15)
+    sin = torch.round(torch.sin(angle), decimals=15)
+    # [[a, b], [d, e]] per image; Pillow's offsets c, f = (a * -cx + b * -cy) + cx, in this order of roundings
+    matrix = torch.stack([torch.stack([cos, sin], dim=1), torch.stack([-sin, cos], dim=1)], dim=1)
+    centre = torch.tensor([w / 2.0, h / 2.0], device=degrees.device, dtype=torch.float64)
+    offset = (matrix[..., 0] * -centre[0] + matrix[..., 1] * -centre[1]) + centre
+    step = _fix(matrix)  # per output column (..., 0) and per output row (..., 1)
+    # + 65536 = one pixel after the shift: the index into a copy padded by a one-pixel fill border
+    base = _fix(offset + matrix[..., 0] * 0.5 + matrix[..., 1] * 0.5) + _FIX_ONE  # (B, 2): x, y
+    return base, step
+
+
 def rotate(images: torch.Tensor, degrees: torch.Tensor, fill: int = 128) -> torch.Tensor:
     """``Image.rotate(deg, NEAREST, fillcolor=fill)``: counter-clockwise about the image centre ``(W/2, H/2)``.
 
@@ -535,16 +560,7 @@ def rotate(images: torch.Tensor, degrees: torch.Tensor, fill: int = 128) -> torc
     fill = _fill_value(fill)
     c, h, w = images.shape[1:]
     device = images.device
-    angle = -(torch.remainder(_per_image(degrees, images, torch.float64), 360.0) * (math.pi / 180.0))
-    cos = torch.round(torch.cos(angle), decimals=15)
-    sin = torch.round(torch.sin(angle), decimals=15)
-    # [[a, b], [d, e]] per image; Pillow's offsets c, f = (a * -cx + b * -cy) + cx, in this order of roundings
-    matrix = torch.stack([torch.stack([cos, sin], dim=1), torch.stack([-sin, cos], dim=1)], dim=1)
-    centre = torch.tensor([w / 2.0, h / 2.0], device=device, dtype=torch.float64)
-    offset = (matrix[..., 0] * -centre[0] + matrix[..., 1] * -centre[1]) + centre
-    step = _fix(matrix)  # per output column (..., 0) and per output row (..., 1)
-    # + 65536 = one pixel after the shift: the index into a copy padded by a one-pixel fill border
-    base = _fix(offset + matrix[..., 0] * 0.5 + matrix[..., 1] * 0.5) + _FIX_ONE  # (B, 2): x, y
+    base, step = _rotate_fixed(_per_image(degrees, images, torch.float64), h, w)
     rows = base.unsqueeze(2) + step[..., 1:] * _arange(0, h, 1, device, torch.int64)  # (B, 2, H)
     cols = step[..., :1] * _arange(0, w, 1, device, torch.int64)  # (B, 2, W)
     # int32 halves the per-pixel memory traffic; the sums stay below 2**31 for images under 16k px a side
@@ -561,6 +577,21 @@ def rotate(images: torch.Tensor, degrees: torch.Tensor, fill: int = 128) -> torc
         padded = F.pad(x, (1, 1, 1, 1), value=float(fill)).view(n, c, -1)
         torch.gather(padded, 2, index.expand(n, c, h * w), out=out[block].view(n, c, h * w))
     return out
+
+
+def _cutout_box(
+    sizes: torch.Tensor, centers: torch.Tensor, h: int, w: int, inside: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and one-past-last pixel (y, x) of each cutout rectangle, (B, 2) int64 each (before clipping)."""
+    if centers.dtype.is_floating_point:
+        centers = centers.floor()
+    centers = centers.to(torch.int64)
+    sizes = sizes.clamp(min=0)
+    start = centers - sizes // 2
+    if inside:
+        limit = torch.tensor([h, w], device=sizes.device) - sizes
+        start = torch.minimum(start, limit).clamp_(min=0)
+    return start, start + sizes
 
 
 def cutout(
@@ -596,15 +627,7 @@ def cutout(
     centers = torch.as_tensor(centers).to(device)
     if centers.shape != (b, 2):
         raise ValueError(f"centers must be (B, 2) = ({b}, 2) pixel (y, x), got {tuple(centers.shape)}")
-    if centers.dtype.is_floating_point:
-        centers = centers.floor()
-    centers = centers.to(torch.int64)
-    sizes = sizes.clamp(min=0)
-    start = centers - sizes // 2
-    if inside:
-        limit = torch.tensor([h, w], device=device) - sizes
-        start = torch.minimum(start, limit).clamp_(min=0)
-    stop = start + sizes
+    start, stop = _cutout_box(sizes, centers, h, w, inside)
     ys = _arange(0, h, 1, device, torch.int64).view(1, h)
     xs = _arange(0, w, 1, device, torch.int64).view(1, w)
     rows = ((ys >= start[:, :1]) & (ys < stop[:, :1])).to(torch.uint8)  # (B, H)

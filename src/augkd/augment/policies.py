@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import torch
 
-from augkd.augment import rng
+from augkd.augment import kernel, rng
 from augkd.augment.base import BaseAugment
 from augkd.augment.ops import SPACES, TRANSLATE_FRACTION, apply_op
 
@@ -356,6 +356,9 @@ class Policy(BaseAugment):
         is written back into that slice. Steps compose their sorts (the next step sorts the already sorted batch),
         and one final gather restores the input order. The input is never modified and is returned as is when no
         op fires.
+
+        On the CPU, RGB batches take the fused C kernel instead (:mod:`augkd.augment.kernel`): the same bytes,
+        one call for the whole batch, and always a new tensor.
         """
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 (B, C, H, W), got {images.dtype} of shape {tuple(images.shape)}")
@@ -373,6 +376,9 @@ class Policy(BaseAugment):
         op, level, applied = op.to(device), level.to(device), applied.to(device)
         # Sort key per (image, step): the op id, or num_ops (sorted last, left alone) when nothing happens.
         active = applied if self._identity_id < 0 else applied & (op != self._identity_id)
+        if kernel.supports(images, self.op_names):
+            center = params["center"].to(device)
+            return kernel.apply_steps(images, self.op_names, self.space, op, level, active, center, self.fill)
         keys = torch.where(active, op, num_ops)
         center = params["center"].to(device)
         shape = images.shape
