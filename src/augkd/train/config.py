@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from augkd.augment.spec import parse_spec, with_magnitude
+from augkd.config import check_finite
 from augkd.data.config import DataConfig
 
 __all__ = [
@@ -57,6 +58,7 @@ class ModelConfig:
     """Extra builder arguments, e.g. ``{width: 32}``."""
 
     def __post_init__(self) -> None:
+        check_finite(self, "model.")
         if self.bn_momentum is not None and not 0.0 < self.bn_momentum <= 0.5:
             raise ValueError(
                 f"model.bn_momentum must be in (0, 0.5] in torch's convention (TF's decay 0.99 is 0.01); "
@@ -84,6 +86,7 @@ class AugmentConfig:
     the border, filled with ``fill``); 16 in AutoAugment's CIFAR recipe; 0: none."""
 
     def __post_init__(self) -> None:
+        check_finite(self, "augment.")
         if not 0 <= self.fill <= 255:
             raise ValueError(f"augment.fill must be in [0, 255]; got {self.fill!r}")
         try:  # checked here so a typo fails before the data is decoded
@@ -157,6 +160,7 @@ class OptimConfig:
     """With ``nonfinite=skip``: this many non-finite steps in a row stop the run (the model has diverged)."""
 
     def __post_init__(self) -> None:
+        check_finite(self, "optim.")
         if self.name not in OPTIMIZERS:
             raise ValueError(f"optim.name must be one of {', '.join(OPTIMIZERS)}; got {self.name!r}")
         if not 0 <= self.alpha < 1:
@@ -184,6 +188,8 @@ class OptimConfig:
             raise ValueError("optim.schedule=onecycle needs optim.warmup_epochs > 0 (the rising part)")
         if sorted(self.milestones) != list(self.milestones):
             raise ValueError(f"optim.milestones must be increasing; got {self.milestones!r}")
+        if self.grad_clip < 0:
+            raise ValueError(f"optim.grad_clip must be >= 0 (0 disables clipping); got {self.grad_clip!r}")
         if self.nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"optim.nonfinite must be error or skip; got {self.nonfinite!r}")
         if self.nonfinite_patience < 1:
@@ -200,6 +206,7 @@ class EmaConfig:
     """EMA decay per optimizer step."""
 
     def __post_init__(self) -> None:
+        check_finite(self, "ema.")
         if not 0 < self.decay < 1:
             raise ValueError(f"ema.decay must be in (0, 1); got {self.decay!r}")
 
@@ -266,6 +273,7 @@ class KdConfig:
         self.k = k if self.k is None else self.k
         self.lambda_ = lam if self.lambda_ is None else self.lambda_
         self.temperature = temperature if self.temperature is None else self.temperature
+        check_finite(self, "kd.")
         if self.k < 1:
             raise ValueError(f"kd.k must be >= 1; got {self.k!r}")
         if self.lambda_ < 0:
