@@ -386,6 +386,13 @@ def setup_run(
         eval_loader = DeviceLoader(eval_set, eval_batch, shuffle=False, drop_last=False, seed=0, device=device, **shard)
     if len(train_loader) == 0:
         raise RunError(f"batch_size={cfg.batch_size} is larger than the {len(train_set)} training images")
+    left_out = len(train_set) % cfg.batch_size
+    if left_out * 10 >= len(train_set) and env.is_main and not quiet:  # a drop the user would not guess
+        print(
+            f"augkd: note: {len(train_set)} training images make {len(train_set) // cfg.batch_size} full batches of "
+            f"{cfg.batch_size}; each epoch leaves out {left_out} of them (a different random {left_out})",
+            file=sys.stderr,
+        )
     task: nn.Module = ClassificationTask(cfg.optim.label_smoothing)
     if cfg.kd.cache:
         task = build_cached_distillation_task(cfg, train_set, device, amp_dtype)
