@@ -116,6 +116,26 @@ def test_bad_point_fails_before_any_run(tmp_path: Path, tiny_overrides, capsys) 
     assert not out.exists()  # nothing ran, nothing was written
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("kd.teacher={tmp}/no-teacher/best.pt", "kd.teacher {tmp}/no-teacher/best.pt is not a file"),
+        ("kd.cache={tmp}/no-cache", "kd.cache {tmp}/no-cache is not a folder"),
+        ("data.root={tmp}/no-data.zip", "data.root {tmp}/no-data.zip does not exist"),
+    ],
+)
+def test_missing_paths_fail_before_any_run(tmp_path: Path, tiny_overrides, capsys, override, message) -> None:
+    # kd=off points would train, the kd=on ones would fail later with the reason only in a log: check them first
+    fixed = [o for o in tiny_overrides(tmp_path) if not o.startswith(("out_dir=", "name="))]
+    out = tmp_path / "s"
+    argv = ["sweep", *fixed, override.format(tmp=tmp_path), "--out", str(out), "--grid", "kd=off,on"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("augkd sweep: error: run kd-") and message.format(tmp=tmp_path) in err
+    assert "no run was started" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
 def _record(seed: int, teacher: str, lam: float, error: float) -> RunRecord:
     config = {"seed": seed, "name": f"r{seed}{lam}", "kd.teacher": teacher, "kd.lambda": lam, "epochs": 3}
     return RunRecord(Path(f"r{seed}-{teacher}-{lam}"), config, {"final_error": error}, [])
