@@ -315,7 +315,10 @@ class TrainConfig:
     channels_last: bool = True
     """Use the channels-last memory format (faster convolutions on CPU and GPU)."""
     threads: int = 0
-    """CPU threads for torch (0 keeps torch's default)."""
+    """CPU threads of torch's kernels; 0 keeps torch's default of one per core. The ``augkd`` command makes
+    waiting threads sleep (``OMP_WAIT_POLICY=PASSIVE``, set before torch starts) so that a busy neighbour does
+    not collapse the speed; on a CPU other jobs keep busy, 1 is often faster still (results/shared-cpu). The
+    last digits of a run's losses depend on the thread count."""
     eval_flip: bool = False
     """Evaluate on the average of the image and its mirror (test-time augmentation)."""
     eval_every: int = 1
