@@ -170,20 +170,6 @@ def test_openmp_wait_policy_is_set_before_torch(tmp_path):
     assert set_openmp_defaults({}) is False  # torch is imported in this process: too late to matter
 
 
-def test_busy_cpu_note(monkeypatch):
-    from augkd.cli import _busy_cpu_note
-
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 3.0, 3.0))
-    assert _busy_cpu_note(0) == (
-        "augkd: note: the CPU is busy (load average 3.5 on 2 cores); threads=1 is often faster on a shared CPU "
-        "(results/shared-cpu/README.md)"
-    )
-    assert _busy_cpu_note(1) is None  # the user chose
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 3.0, 3.0))
-    assert _busy_cpu_note(0) is None
-
-
 def test_gallery_output_path():
     from augkd.cli import _gallery_path
 

@@ -104,26 +104,8 @@ def _load_train_config(path: str | None, overrides: Sequence[str]):
 # commands
 
 
-def _busy_cpu_note(threads: int) -> str | None:
-    """A hint when other processes keep the CPU busy and torch will use one thread per core."""
-    cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        return None
-    if threads or cores == 1 or load <= cores:
-        return None
-    return (
-        f"augkd: note: the CPU is busy (load average {load:.1f} on {cores} cores); threads=1 is often faster on a "
-        "shared CPU (results/shared-cpu/README.md)"
-    )
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _load_train_config(args.config, args.overrides)
-    note = None if args.quiet else _busy_cpu_note(cfg.threads)
-    if note:
-        print(note, file=sys.stderr)
     if args.dry_run:
         from augkd.train.dryrun import dry_run, format_dry_run
 

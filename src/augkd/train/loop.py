@@ -311,6 +311,21 @@ def build_train_augment(cfg: TrainConfig) -> TrainAugment:
     return TrainAugment(base, policy, post, policy_epochs)
 
 
+def busy_cpu_note(threads: int) -> str | None:
+    """A hint when other processes keep the CPU busy and torch will use one thread per core."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return None
+    if threads or cores == 1 or load <= cores:
+        return None
+    return (
+        f"augkd: note: the CPU is busy (load average {load:.1f} on {cores} cores); threads=1 is often faster on a "
+        "shared CPU (results/shared-cpu/README.md)"
+    )
+
+
 def setup_run(
     cfg: TrainConfig,
     resume: bool = False,
@@ -387,12 +402,15 @@ def setup_run(
     if len(train_loader) == 0:
         raise RunError(f"batch_size={cfg.batch_size} is larger than the {len(train_set)} training images")
     left_out = len(train_set) % cfg.batch_size
-    if left_out * 10 >= len(train_set) and env.is_main and not quiet:  # a drop the user would not guess
-        print(
+    notes = [busy_cpu_note(cfg.threads)] if device.type == "cpu" else []
+    if left_out * 10 >= len(train_set):  # a drop the user would not guess
+        notes.append(
             f"augkd: note: {len(train_set)} training images make {len(train_set) // cfg.batch_size} full batches of "
-            f"{cfg.batch_size}; each epoch leaves out {left_out} of them (a different random {left_out})",
-            file=sys.stderr,
+            f"{cfg.batch_size}; each epoch leaves out {left_out} of them (a different random {left_out})"
         )
+    for note in notes if env.is_main and not quiet else []:
+        if note:
+            print(note, file=sys.stderr)
     task: nn.Module = ClassificationTask(cfg.optim.label_smoothing)
     if cfg.kd.cache:
         task = build_cached_distillation_task(cfg, train_set, device, amp_dtype)
