@@ -56,8 +56,8 @@ class CliError(Exception):
 #: OpenMP settings the ``augkd`` command sets before torch is imported, unless the environment already sets any
 #: of them. libgomp's default makes a thread that reaches a barrier spin for up to ~300,000 iterations before it
 #: sleeps: on a CPU that another process keeps busy, the spinning threads steal the time slices of the one they
-#: wait for and throughput collapses (by 20x on the project's 2-core box, see results/shared-cpu/README.md).
-#: A passive wait costs little on an idle CPU.
+#: wait for and throughput collapses (augmentation 3.5-56x slower than with a passive wait on a 2-core AMD EPYC
+#: next to busy processes; results/shared-cpu/README.md, which also says what was not measured).
 OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 _OPENMP_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 

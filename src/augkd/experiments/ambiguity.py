@@ -105,7 +105,8 @@ def measure_ambiguity(
         fill: grey level of uncovered pixels.
         seed: seed of cutout centres and of the policy rows' draws.
         keep: also return per-image scores of the policy at the spec's own magnitude (for the gallery).
-        progress: a progress bar on stderr over the images scored (about ``n * (ops * levels + levels + 1)``).
+        progress: a progress bar on stderr over the images scored (``n`` per op and level, per policy level, and
+            for the clean images).
 
     Returns:
         ``{"clean": row, "ops": [rows], "policy": [rows], "spec": spec, "space": ..., "per_image": {...}}``;
@@ -121,7 +122,10 @@ def measure_ambiguity(
     if not names:
         raise ValueError(f"policy {spec!r} has no ops to measure")
     n, (h, w) = len(images), images.shape[-2:]
-    logits_fn, bar = _counted(logits_fn, n * (1 + len(names) * len(levels) + len(levels) + 1), progress)
+    policy_levels = list(levels) if parsed.family in ("ra", "geo") else [parsed.magnitude or 0.0]
+    extra = keep and parsed.magnitude is not None and float(parsed.magnitude) not in map(float, policy_levels)
+    passes = 1 + len(names) * len(levels) + len(policy_levels) + int(extra)
+    logits_fn, bar = _counted(logits_fn, n * passes, progress)
     gen = torch.Generator().manual_seed(seed)
     centers = torch.stack([torch.randint(0, h, (n,), generator=gen), torch.randint(0, w, (n,), generator=gen)], 1)
     sign = torch.where(torch.arange(n) % 2 == 0, 1.0, -1.0)
@@ -137,7 +141,6 @@ def measure_ambiguity(
     policy_rows = []
     per_image: dict[str, Any] = {}
     indices = torch.arange(n)
-    policy_levels = list(levels) if parsed.family in ("ra", "geo") else [parsed.magnitude or 0.0]
     for level in policy_levels:
         level_spec = with_magnitude(spec, level) if parsed.family in ("ra", "geo") else spec
         try:
