@@ -339,7 +339,7 @@ def cmd_ambiguity(args: argparse.Namespace) -> int:
 
     if args.images < 1:
         raise CliError(f"--images must be >= 1, got {args.images}")
-    args.teacher = str(_checkpoint_arg(args.teacher, "teacher"))
+    args.teacher = str(_checkpoint_arg(args.teacher, "teacher checkpoint"))
     state = load_checkpoint(args.teacher)
     if "config" not in state or "model" not in state or not state.get("normalize"):
         raise CliError(f"{args.teacher}: not an augkd checkpoint (no config/model/normalize entries)")
