@@ -132,3 +132,66 @@ def test_kd_lambda_key_and_presets():
         load_config(TrainConfig, None, ["kd.lambda=-1"])
     with pytest.raises(ConfigError, match="unknown config key 'kd.lamda' \\(did you mean 'kd.lambda'"):
         load_config(TrainConfig, None, ["kd.lamda=1"])
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "optim.lr",
+        "optim.weight_decay",
+        "optim.grad_clip",
+        "kd.lambda",
+        "kd.temperature",
+        "ema.decay",
+        "model.drop_rate",
+    ],
+)
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_non_finite_numbers_are_refused_naming_the_key(key, value):
+    with pytest.raises(ConfigError) as exc:
+        load_config(TrainConfig, None, [f"{key}={value}"])
+    assert str(exc.value).startswith(f"{key}: expected a finite number")
+
+
+def test_non_finite_numbers_are_refused_in_python_too():
+    from augkd.train.config import KdConfig
+
+    with pytest.raises(ValueError, match="optim.lr must be a finite number; got nan"):
+        OptimConfig(lr=float("nan"))
+    with pytest.raises(ValueError, match=r"optim.milestones must be a finite number; got \[1.0, inf\]"):
+        OptimConfig(milestones=[1.0, float("inf")])
+    with pytest.raises(ValueError, match="kd.lambda must be a finite number"):
+        KdConfig(lambda_=float("inf"))
+
+
+def test_negative_grad_clip_is_refused():
+    with pytest.raises(ConfigError, match="optim.grad_clip must be >= 0"):
+        load_config(TrainConfig, None, ["optim.grad_clip=-1"])
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("optim:\n  lr: 0.1\nepochs: 2\noptim:\n  momentum: 0.5\n", "duplicate key 'optim' on line 4"),
+        ("optim:\n  lr: 0.1\n  lr: 0.2\n", "duplicate key 'lr' on line 3"),
+        ("model: {name: fastnet9, name: wrn28_10}\n", "duplicate key 'name' on line 1"),
+    ],
+)
+def test_duplicate_yaml_keys_are_refused(tmp_path, text, fragment):
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(TrainConfig, path)
+    assert str(exc.value) == f"{path}: {fragment} (each key may appear once per mapping)"
+
+
+def test_duplicate_keys_in_an_override_value_are_refused():
+    with pytest.raises(ConfigError, match="model.kwargs: duplicate key 'width'"):
+        load_config(TrainConfig, None, ["model.kwargs={width: 8, width: 16}"])
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text("optim:\n  <<: {lr: 0.3, momentum: 0.8}\n  lr: 0.2\n")
+    cfg = load_config(TrainConfig, path)
+    assert cfg.optim.lr == 0.2 and cfg.optim.momentum == 0.8

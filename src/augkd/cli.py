@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import augkd
 
@@ -23,10 +25,11 @@ examples:
   augkd train --config configs/cifar10-demo.yaml epochs=2 data.subset_per_class=500 name=quick
   augkd train --config configs/cifar10-demo.yaml augment.policy=geo-n2-m5 name=geo5
   augkd train --config configs/cifar10-demo.yaml --resume         # continue runs/<name>
-  augkd train --config configs/paper/cifar10-wrn28-10-aa.yaml --dry-run data.dataset=folder \
+  augkd train --config configs/paper/cifar10-wrn28-10-aa.yaml --dry-run data.dataset=folder \\
       data.root=../shared/data/cifar10-jpg.zip                     # build all, one step, write nothing
   torchrun --standalone --nproc_per_node 4 -m augkd train --config X   # DDP; batch_size is the global batch
-overrides are dotted config keys (see `augkd config --list`); values are YAML scalars or lists.
+overrides are dotted config keys (see `augkd config --list`), anywhere on the line; values are YAML scalars or
+lists.
 """
 
 EPILOG_TEACHER_CACHE = """\
@@ -49,6 +52,46 @@ the same command again skips finished runs and resumes interrupted ones; kd=off 
 
 class CliError(Exception):
     """An error the CLI reports in one line."""
+
+
+#: OpenMP settings the ``augkd`` command sets before torch is imported, unless the environment already sets any
+#: of them. libgomp's default makes a thread that reaches a barrier spin for up to ~300,000 iterations before it
+#: sleeps: on a CPU that another process keeps busy, the spinning threads steal the time slices of the one they
+#: wait for and throughput collapses (augmentation 3.5-56x slower than with a passive wait on a 2-core AMD EPYC
+#: next to busy processes; results/shared-cpu/README.md, which also says what was not measured).
+OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
+_OPENMP_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+
+
+def set_openmp_defaults(environ: dict[str, str] | None = None) -> bool:
+    """Set :data:`OPENMP_DEFAULTS` in ``environ`` (default ``os.environ``) unless the user set any OpenMP wait
+    setting or torch is already imported (OpenMP reads them once, at start-up); returns whether it set them."""
+    environ = os.environ if environ is None else environ
+    if "torch" in sys.modules or any(key in environ for key in _OPENMP_KEYS):
+        return False
+    environ.update(OPENMP_DEFAULTS)
+    return True
+
+
+def _checkpoint_arg(path: str, what: str = "checkpoint") -> Path:
+    """The checkpoint file a command argument names: a run folder means its ``best.pt`` (else ``last.pt``); a
+    file that is not a torch checkpoint at all (a YAML, a JSON) is a one-line error."""
+    p = Path(path)
+    if p.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (p / name).is_file():
+                return p / name
+        raise CliError(f"{what} {path}: a folder without best.pt or last.pt (expected a run folder or a .pt file)")
+    if not p.is_file():
+        raise CliError(f"{what} not found: {path}")
+    try:
+        with p.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise CliError(f"{what} {path}: cannot read ({exc.strerror})") from None
+    if magic != b"PK\x03\x04":  # torch.save's zip container; augkd never writes the legacy format
+        raise CliError(f"{what} {path}: not a checkpoint (expected best.pt or last.pt of an augkd run)")
+    return p
 
 
 def _load_train_config(path: str | None, overrides: Sequence[str]):
@@ -118,15 +161,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from augkd.train.config import TrainConfig
     from augkd.train.loop import evaluate
 
-    ckpt = read_run_checkpoint(args.checkpoint)
+    checkpoint = _checkpoint_arg(args.checkpoint)
+    ckpt = read_run_checkpoint(checkpoint)
     cfg = build_config(TrainConfig, ckpt.config, args.overrides)
     parts = build_components(cfg, loaders=("eval",), normalization=ckpt.normalize, quiet=args.quiet)
     ckpt.check_classes(parts.eval_set.num_classes, "the eval data")
     model = ckpt.build_model(cfg.model).to(parts.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    res = evaluate(model, parts.eval_loader, parts.normalize, parts.amp_dtype, flip=args.flip, progress=not args.quiet)
-    res.update(checkpoint=str(args.checkpoint), model=cfg.model.name, eval_size=cfg.data.resolved_eval_size)
+    progress = not args.quiet and sys.stderr.isatty()  # no bar drawn into a log file or a pipe
+    res = evaluate(model, parts.eval_loader, parts.normalize, parts.amp_dtype, flip=args.flip, progress=progress)
+    res.update(checkpoint=str(checkpoint), model=cfg.model.name, eval_size=cfg.data.resolved_eval_size)
     if args.json:
         print(json.dumps(res))
     else:
@@ -179,9 +224,12 @@ def cmd_data(args: argparse.Namespace) -> int:
         )
         if "cache" in s:
             print(f"  cache: {s['cache']}")
-    for key in ("bad_files", "notes"):
-        if info.get(key):
-            print(f"{key}: {info[key]}")
+    if info.get("bad_files"):
+        print(f"bad files ({len(info['bad_files'])}, left out):")
+        for line in info["bad_files"]:
+            print(f"  {line}")
+    for note in info.get("notes", []):
+        print(f"note: {note}")
     return 0
 
 
@@ -220,14 +268,27 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     from augkd.experiments.gallery import make_gallery
 
     overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
-    cfg = _load_train_config(args.config, overrides).data
-    train_set, _ = build_datasets(cfg, quiet=True)
+    full = _load_train_config(args.config, overrides)
     if args.images < 1:
         raise CliError(f"--images must be >= 1, got {args.images}")
+    out = _gallery_path(args.out, args.policy, full.out_dir)
+    train_set, _ = build_datasets(full.data, quiet=True)
     pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(args.seed))[: args.images]
-    out = make_gallery(train_set.images[pick], args.policy, args.out, levels=args.levels)
+    out = make_gallery(train_set.images[pick], args.policy, out, levels=args.levels)
     print(f"wrote {out}")
     return 0
+
+
+def _gallery_path(out: str | None, policy: str, out_dir: str) -> Path:
+    """The file ``augkd gallery`` writes: ``<out_dir>/gallery/<policy>.png`` by default; ``--out DIR/`` (or an
+    existing folder) means ``DIR/<policy>.png``; a name without a suffix gets ``.png``."""
+    name = f"{policy.replace('/', '_')}.png"
+    if out is None:
+        return Path(out_dir) / "gallery" / name
+    if out.endswith(("/", os.sep)) or Path(out).is_dir():
+        return Path(out) / name
+    path = Path(out)
+    return path if path.suffix else path.with_name(path.name + ".png")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -268,6 +329,7 @@ def cmd_ambiguity(args: argparse.Namespace) -> int:
 
     if args.images < 1:
         raise CliError(f"--images must be >= 1, got {args.images}")
+    args.teacher = str(_checkpoint_arg(args.teacher, "teacher checkpoint"))
     ckpt = read_run_checkpoint(args.teacher)
     overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
     cfg = build_config(TrainConfig, ckpt.config, [*overrides, "device=cpu"])
@@ -290,6 +352,7 @@ def cmd_ambiguity(args: argparse.Namespace) -> int:
         seed=args.seed,
         gallery=args.gallery,
         source=f"{cfg.data.root} ({args.split})",
+        progress=not args.json and sys.stderr.isatty(),
     )
     if args.json:
         print(json.dumps(res))
@@ -351,6 +414,28 @@ def _bench_train(args: argparse.Namespace) -> dict[str, object]:
 # parser
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Epilogs as written, and every option's default in its help unless the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text.lower()
+            or default is None
+            or default is False
+            or default in ("", [], argparse.SUPPRESS)
+            or isinstance(action, (argparse._HelpAction, argparse._VersionAction))
+        ):
+            return text
+        shown = (
+            " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+            if isinstance(default, (list, tuple))
+            else (f"{default:g}" if isinstance(default, float) else str(default))
+        )
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
 def _add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--config", "-c", required=required, help="YAML config (see configs/); defaults if omitted")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=0.2")
@@ -368,12 +453,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="on an error, show the full traceback instead of the one-line message"
     )
     sub = parser.add_subparsers(dest="command", metavar="command")
+    add = sub.add_parser
+
+    def add_parser(name: str, **kwargs) -> argparse.ArgumentParser:
+        p = add(name, formatter_class=_HelpFormatter, **kwargs)
+        p.set_defaults(parser=p)  # main() reports a usage error under this command's usage line
+        return p
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     p = sub.add_parser(
         "train",
         help="train a model (config + overrides)",
         epilog=EPILOG_TRAIN,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_config_args(p)
     p.add_argument("--resume", action="store_true", help="continue the run in <out_dir>/<name> from last.pt")
@@ -390,7 +482,6 @@ def build_parser() -> argparse.ArgumentParser:
         "teacher-cache",
         help="store a teacher's top-K outputs on every augmented training image (then train with kd.cache=DIR)",
         epilog=EPILOG_TEACHER_CACHE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_config_args(p)
     p.add_argument("--teacher", help="teacher checkpoint (default: kd.teacher)")
@@ -407,7 +498,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="memory per GPU, images/s and wall time of a config on N GPUs, from a short calibration here",
         epilog="example: augkd plan --config configs/paper/cifar10-wrn28-10-aa.yaml --gpus 8\n"
         "Measures a few training steps at the per-GPU batch (batch_size / gpus) on this machine's device.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_config_args(p, required=True)
     p.add_argument("--gpus", type=int, required=True, help="devices of the run (all nodes together)")
@@ -419,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on its eval split (top-1, top-5, loss)")
-    p.add_argument("checkpoint", help="an augkd checkpoint (best.pt or last.pt)")
+    p.add_argument("checkpoint", help="an augkd checkpoint (best.pt or last.pt), or a run folder (its best.pt)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.eval_size=40 device=cpu")
     p.add_argument("--flip", action="store_true", help="average with the mirrored image")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -428,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list registered models with parameter counts")
     p.add_argument("filter", nargs="?", default="", help="substring of the names to show")
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--num-classes", type=int, default=10, help="classifier outputs for the parameter counts")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
 
@@ -448,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--policy", default="geo-n2-m5", help="policy spec whose ops to show (e.g. geo-n2-m5, ra-n2-m9)")
     p.add_argument("--data", help="dataset folder or .zip (shortcut for data.root=...)")
-    p.add_argument("--out", default="gallery.png", help="output PNG")
+    p.add_argument("--out", default=None, help="output PNG, or a folder ending in / (default: runs/gallery/POLICY.png)")
     p.add_argument("--images", type=int, default=4, help="how many images")
     p.add_argument("--levels", type=float, nargs="+", default=[0, 2, 4, 6, 8, 10], help="levels of the columns")
     p.add_argument("--seed", type=int, default=0, help="which images")
@@ -458,7 +548,6 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep",
         help="run a grid of training runs (resumable), then write their report",
         epilog=EPILOG_SWEEP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_config_args(p)
     p.add_argument("--grid", nargs="+", required=True, metavar="key=v1,v2", help="grid axes (any config key, or kd)")
@@ -486,14 +575,14 @@ def build_parser() -> argparse.ArgumentParser:
         "ambiguity",
         help="how augmentation destroys meaning: a teacher's confidence per op and level, table + plot + gallery",
     )
-    p.add_argument("--teacher", required=True, help="a trained augkd checkpoint (best.pt)")
+    p.add_argument("--teacher", required=True, help="a trained augkd checkpoint (best.pt) or its run folder")
     p.add_argument("--policy", default="geo-n2-m5", help="policy spec whose ops to measure (e.g. geo-n2-m6)")
     p.add_argument("--data", help="dataset folder or .zip (default: the teacher's own data.root)")
     p.add_argument("--split", choices=["test", "train"], default="test", help="which images (default: held out)")
     p.add_argument("--images", type=int, default=1000, help="how many images (seeded random pick)")
     p.add_argument("--levels", type=float, nargs="+", default=list(range(11)), help="levels to measure")
     p.add_argument("--gallery", type=int, default=16, help="most ambiguous images to show (0: none)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the image pick and of the ops' random draws")
     p.add_argument("--out", default="ambiguity", help="output folder")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument(
@@ -503,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks against the anchors (torchvision, timm, kornia) as JSON")
     p.add_argument("what", choices=["augment", "data", "kd", "train"], help="what to measure")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--policy", default="ra-n2-m9", help="policy spec (augment)")
     p.add_argument("--model", default="fastnet9", help="student model (kd)")
     p.add_argument("--teacher", default="fastnet9", help="teacher model (kd)")
@@ -513,7 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--repeats", type=int, default=None, help="timed batches (train: rounds) per contender; default 5 (train: 3)"
     )
     p.add_argument("--steps", type=int, default=8, help="training steps per round (train)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument(
+        "--threads", type=int, default=0, help="torch threads (0: torch's default, one per core, waiting passively)"
+    )
     p.add_argument("--quick", action="store_true", help="fewer repeats")
     p.add_argument("--json", action="store_true", help="compact JSON on one line")
     p.set_defaults(func=cmd_bench)
@@ -544,9 +635,26 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` with ``key=value`` overrides allowed anywhere after the command (argparse alone takes them
+    only before the first option); anything else left over is a usage error under the command's own usage."""
+    args, extra = parser.parse_known_args(argv)
+    sub: argparse.ArgumentParser = getattr(args, "parser", parser)
+    overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+    unknown = [a for a in extra if a not in overrides]
+    if overrides and not hasattr(args, "overrides"):
+        unknown = extra
+    if unknown:
+        sub.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    set_openmp_defaults()  # before any command imports torch
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

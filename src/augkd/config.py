@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import itertools
 import keyword
+import math
 import re
 import types
 import typing
@@ -29,6 +30,7 @@ import yaml
 __all__ = [
     "ConfigError",
     "build_config",
+    "check_finite",
     "config_from_dict",
     "config_to_dict",
     "field_docs",
@@ -44,9 +46,29 @@ class ConfigError(ValueError):
     """A bad config key or value; the message names the key and what is allowed."""
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping that names one key twice (YAML would silently keep the last one)."""
+
+
 class _Loader(yaml.SafeLoader):
     """YAML 1.2 booleans and exponents: only ``true``/``false`` are bools (``amp: off`` stays the string ``"off"``)
-    and ``1e-3`` is a float."""
+    and ``1e-3`` is a float; a key given twice in one mapping is an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base constructor reports it
+                break
+            if duplicate:  # a second `optim:` section or `lr:` key would replace the first one without a word
+                line = key_node.start_mark.line + 1
+                raise DuplicateKeyError(f"duplicate key {key!r} on line {line} (each key may appear once per mapping)")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 # Dates stay strings (``name=2024-01-31`` is a run name); booleans are re-added below with YAML 1.2 spellings.
@@ -103,6 +125,8 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             raise ConfigError(f"config file not found: {path}")
         try:
             loaded = _yaml_load(path.read_text())
+        except DuplicateKeyError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc})") from None
         if loaded is not None and not isinstance(loaded, dict):
@@ -128,6 +152,8 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
         dotted, raw = item.split("=", 1)
         try:
             value = _yaml_load(raw) if raw.strip() else ""
+        except DuplicateKeyError as exc:
+            raise ConfigError(f"{dotted.strip()}: {exc}") from None
         except yaml.YAMLError:
             value = raw
         parsed.append((dotted.strip(), value))
@@ -152,6 +178,20 @@ def config_from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         raise
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
+
+
+def check_finite(section: Any, prefix: str) -> None:
+    """Raise ``ValueError`` naming the first float field of the dataclass ``section`` that is NaN or infinite.
+
+    The YAML and override path already refuses such values (:func:`config_from_dict`); this holds the same rule
+    for configs built in Python, where ``lr=float("nan")`` would pass every range check (NaN compares false).
+    """
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{prefix}{key_name(f.name)} must be a finite number; got {value!r}")
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -263,6 +303,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 return _coerce(arg, value, key)
             except ConfigError as exc:
                 errors.append(exc)
+        if len(errors) == 1:  # ``float | None``: the float's own message (e.g. "expected a finite number")
+            raise errors[0]
         names = " or ".join(_type_name(a) for a in args)
         raise ConfigError(f"{key}: expected {names}, got {value!r}")
     if dataclasses.is_dataclass(tp):
@@ -281,6 +323,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # NaN passes every `x < 0` check; inf makes a loss or a clip meaningless
+                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
             return float(value)
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:

@@ -61,3 +61,13 @@ def test_clear_errors(make_tree, tmp_path):
         scan_image_folder(root, "empty_split")
     with pytest.raises(ValueError, match="differ from training's: missing zebra, extra none"):
         scan_image_folder(root, "val", classes=["cat", "dog", "ship", "zebra"])
+
+
+def test_one_class_folder_is_refused(make_tree):
+    root = make_tree(("train",), per_class=2)
+    for extra in sorted((root / "train").iterdir())[1:]:
+        for f in extra.iterdir():
+            f.unlink()
+        extra.rmdir()
+    with pytest.raises(ValueError, match=r"only one class folder \('.+'\) in .*train: a classifier needs at least 2"):
+        scan_image_folder(root, "train")

@@ -78,3 +78,21 @@ def test_bad_arguments_are_one_line_errors(tiny_teacher: Path, tmp_path: Path, c
     assert "--images must be >= 1" in capsys.readouterr().err
     assert main(["ambiguity", "--teacher", str(tmp_path / "none.pt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+    (tmp_path / "teacher.yaml").write_text("epochs: 1\n")
+    assert main(["ambiguity", "--teacher", str(tmp_path / "teacher.yaml")]) == 2
+    assert capsys.readouterr().err.endswith(
+        "teacher.yaml: not a checkpoint (expected best.pt or last.pt of an augkd run)\n"
+    )
+    # a run folder means its best.pt: the bad policy is reached only after the teacher was loaded
+    assert main(["ambiguity", "--teacher", str(tiny_teacher.parent), "--out", str(tmp_path), "--policy", "geo-n2"]) == 2
+    assert "bad augmentation policy spec" in capsys.readouterr().err
+
+
+def test_progress_bar_counts_every_scored_image(images: torch.Tensor, capsys) -> None:
+    labels = torch.arange(len(images)) % 10
+    measure_ambiguity(_logits_fn, images, labels, "geo-n2-m4", levels=[0, 5], progress=True)
+    err = capsys.readouterr().err
+    # clean + 5 ops x 2 levels + the policy at 2 levels: 13 passes over the images
+    assert "ambiguity" in err and f"{13 * len(images)}/{13 * len(images)}" in err
+    measure_ambiguity(_logits_fn, images, labels, "geo-n2-m4", levels=[0, 5])
+    assert capsys.readouterr().err == ""

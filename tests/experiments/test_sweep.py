@@ -40,7 +40,7 @@ def test_sweep_runs_every_point_and_reports_their_numbers(sweep_dir: Path) -> No
     assert gains["6"] == pytest.approx(by_point[("6", "off")]["mean"] - by_point[("6", "on")]["mean"])
     md = (sweep_dir / "report" / "report.md").read_text()
     assert "magnitude M=6" in md and "KD gain" in md
-    assert f"{summaries['magnitude-6_kd-on']['final_error']:.2f} ± 0.00 (1)" in md
+    assert f"| {summaries['magnitude-6_kd-on']['final_error']:.2f} (1) |" in md  # one seed: no "± 0.00"
     for png in ("error_vs_augment_magnitude.png", "curves.png"):
         with Image.open(sweep_dir / "report" / png) as img:
             assert img.format == "PNG" and img.size[0] > 500
@@ -115,6 +115,26 @@ def test_bad_point_fails_before_any_run(tmp_path: Path, tiny_overrides, capsys) 
     assert main(["sweep", "--config", str(tmp_path / "missing.yaml"), "--out", str(out), "--grid", "seed=0,1"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
     assert not out.exists()  # nothing ran, nothing was written
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("kd.teacher={tmp}/no-teacher/best.pt", "kd.teacher {tmp}/no-teacher/best.pt is not a file"),
+        ("kd.cache={tmp}/no-cache", "kd.cache {tmp}/no-cache is not a folder"),
+        ("data.root={tmp}/no-data.zip", "data.root {tmp}/no-data.zip does not exist"),
+    ],
+)
+def test_missing_paths_fail_before_any_run(tmp_path: Path, tiny_overrides, capsys, override, message) -> None:
+    # kd=off points would train, the kd=on ones would fail later with the reason only in a log: check them first
+    fixed = [o for o in tiny_overrides(tmp_path) if not o.startswith(("out_dir=", "name="))]
+    out = tmp_path / "s"
+    argv = ["sweep", *fixed, override.format(tmp=tmp_path), "--out", str(out), "--grid", "kd=off,on"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("augkd sweep: error: run kd-") and message.format(tmp=tmp_path) in err
+    assert "no run was started" in err and err.count("\n") == 1
+    assert not out.exists()
 
 
 def _record(seed: int, teacher: str, lam: float, error: float) -> RunRecord:

@@ -29,7 +29,8 @@ def stand_in_data(path: Path, cifar10_zip: Path, tiny100_zip: Path, woof_zip: Pa
     if "dataset: cifar100" in text:
         return ["data.dataset=folder", f"data.root={tiny100_zip}"]
     if "data/imagenet" in text:
-        return [f"data.root={woof_zip}", "data.image_size=64", "data.eval_size=64", "data.loader=memory"]
+        k = ["kd.k=10"] if "preset: imagenet-large" in text else []  # K=50 > Imagewoof's 10 classes: the run refuses
+        return [f"data.root={woof_zip}", "data.image_size=64", "data.eval_size=64", "data.loader=memory", *k]
     return ["data.dataset=folder", f"data.root={cifar10_zip}"]
 
 
@@ -88,15 +89,30 @@ def test_cli_dry_run_prints_and_writes_nothing(capsys, tmp_path, cifar10_zip, ca
         "data.dataset=folder",
         f"data.root={cifar10_zip}",
         f"data.cache_dir={cache_dir}",
-        "kd.k=20",  # more than CIFAR-10's 10 classes: lowered, and said so
+        "kd.k=10",
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.startswith("dry run: shake_shake_26_2x32d (2.9")
     assert "policy 'aa-cifar10', KD K=10 lambda=1.0 T=2.0" in out
     assert "one step on a batch (4, 3, 32, 32) uint8 of 10 classes: loss" in out and "kd_loss" in out
-    assert "kd.k=20 is more than the 10 classes" in out and "random copy of the student stands in" in out
+    assert "random copy of the student stands in" in out
     assert list(tmp_path.iterdir()) == []
+    # kd.k=20 with CIFAR-10's 10 classes: the real run refuses it, so the dry run must too (not lower it)
+    assert main([*argv[:-1], "kd.k=20"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("augkd train: error: kd.k=20 is larger than the 10 classes of the data")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dry_run_checks_k_with_a_real_teacher_too(tmp_path, tiny_overrides):
+    from augkd.train.loop import RunError, train
+
+    teacher = load_config(TrainConfig, None, tiny_overrides(tmp_path / "t"))
+    train(teacher, quiet=True)
+    overrides = tiny_overrides(tmp_path / "s", f"kd.teacher={tmp_path / 't' / 'tiny' / 'best.pt'}", "kd.k=11")
+    with pytest.raises(RunError, match="kd.k=11 is larger than the 10 classes"):
+        dry_run(load_config(TrainConfig, None, overrides))
 
 
 def test_dry_run_uses_a_real_teacher_when_it_exists(tmp_path, tiny_overrides):

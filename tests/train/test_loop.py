@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -287,3 +288,28 @@ def test_overwrite_removes_the_old_run_before_training(tmp_path, monkeypatch, ti
         with pytest.raises(KeyboardInterrupt):
             train(tiny_config(tmp_path, "epochs=1"), quiet=True, overwrite=True)
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+
+
+def test_busy_cpu_note(monkeypatch):
+    from augkd.train.loop import busy_cpu_note as _busy_cpu_note
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 3.0, 3.0))
+    assert _busy_cpu_note(0) == (
+        "augkd: note: the CPU is busy (load average 3.5 on 2 cores); threads=1 is often faster on a shared CPU "
+        "(results/shared-cpu/README.md)"
+    )
+    assert _busy_cpu_note(1) is None  # the user chose
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 3.0, 3.0))
+    assert _busy_cpu_note(0) is None
+
+
+def test_a_large_drop_last_remainder_is_noted(capsys, tmp_path, tiny_overrides):
+    from augkd.train.loop import setup_run
+
+    cfg = load_config(TrainConfig, None, tiny_overrides(tmp_path, "batch_size=90", "threads=1"))
+    setup_run(cfg, quiet=False, overwrite=True)
+    err = capsys.readouterr().err
+    assert "200 training images make 2 full batches of 90; each epoch leaves out 20 of them" in err
+    setup_run(load_config(TrainConfig, None, tiny_overrides(tmp_path, "batch_size=50", "threads=1")), quiet=False)
+    assert "leaves out" not in capsys.readouterr().err

@@ -41,6 +41,7 @@ def test_plan_figures_are_consistent(tiny, tmp_path):
     assert p["device_hours"] == pytest.approx(p["wall_time_s"] * 2 / 3600)
     assert 0 < p["memory_per_device_bytes"] < 2**31  # a 0.1M-parameter net at batch 25
     assert any("measured on the CPU" in n for n in p["notes"])
+    assert not any("--warmup 0" in n for n in p["notes"])
     assert not (tmp_path / "runs").exists()
     text = format_plan(p)
     assert "on 2 devices: global batch 50 = 2 x 25" in text and "device-hours" in text
@@ -50,6 +51,10 @@ def test_plan_times_the_kd_step_with_a_stand_in_teacher(tiny, tmp_path):
     p = plan(tiny(f"kd.teacher={tmp_path / 'later.pt'}", "kd.k=20"), gpus=1, steps=1, warmup=0)
     assert any("copy of the student as teacher" in n for n in p["notes"])
     assert any("kd.k=20 is more than the 10 classes" in n for n in p["notes"])
+    assert any(n.startswith("--warmup 0: the timed steps include one-time costs") for n in p["notes"])
+    text = format_plan(p)
+    assert "on 1 device: global batch 50 = 1 x 50" in text and "\n  on 1 device: " in text
+    assert "1 devices" not in text
 
 
 def test_data_sizes_without_the_data():

@@ -189,6 +189,8 @@ def describe_dataset(cfg: DataConfig, prepare: bool = False, quiet: bool = True)
         notes.append("folders scanned only; unreadable files show up with --prepare")
     if cfg.loader == "stream":
         notes.append("data.loader=stream: training reads the files above per batch; no decoded cache is used")
+        for split in info.values():  # the cache sentence of a memory loader ("not decoded yet") does not apply
+            split["cache"] = "none: data.loader=stream decodes the files of every batch"
     elif cfg.resolved_eval_size != cfg.image_size:
         notes.append(f"training images are stored at {cfg.image_size}px, eval images at {cfg.resolved_eval_size}px")
     return {

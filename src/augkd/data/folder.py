@@ -84,6 +84,8 @@ def scan_image_folder(dataset_root: str | Path, split: str, classes: Sequence[st
     found = sorted(e.name for e in os.scandir(split_root) if e.is_dir() and not e.name.startswith("."))
     if not found:
         raise ValueError(f"no class folders in {split_root} (expected <split>/<class>/<image>)")
+    if len(found) == 1 and classes is None:  # a one-class classifier "trains" to 100% and learns nothing
+        raise ValueError(f"only one class folder ({found[0]!r}) in {split_root}: a classifier needs at least 2 classes")
     if classes is not None and list(classes) != found:
         missing = _first(sorted(set(classes) - set(found)))
         extra = _first(sorted(set(found) - set(classes)))

@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import math
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,20 @@ def _row(name: str, level: float, s: dict[str, torch.Tensor]) -> dict[str, Any]:
     }
 
 
+def _counted(logits_fn: LogitsFn, total: int, enabled: bool) -> tuple[LogitsFn, Any]:
+    """``logits_fn`` that advances a progress bar (on stderr) by the images of every call, and the bar."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="ambiguity", unit="img", leave=False, file=sys.stderr, disable=not enabled)
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        out = logits_fn(x)
+        bar.update(len(x))
+        return out
+
+    return fn, bar
+
+
 def measure_ambiguity(
     logits_fn: LogitsFn,
     images: torch.Tensor,
@@ -77,6 +92,7 @@ def measure_ambiguity(
     seed: int = 0,
     batch_size: int = 500,
     keep: bool = False,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Teacher confidence on ``images`` under every op of ``spec`` at every level, and under the whole policy.
 
@@ -89,6 +105,8 @@ def measure_ambiguity(
         fill: grey level of uncovered pixels.
         seed: seed of cutout centres and of the policy rows' draws.
         keep: also return per-image scores of the policy at the spec's own magnitude (for the gallery).
+        progress: a progress bar on stderr over the images scored (``n`` per op and level, per policy level, and
+            for the clean images).
 
     Returns:
         ``{"clean": row, "ops": [rows], "policy": [rows], "spec": spec, "space": ..., "per_image": {...}}``;
@@ -104,6 +122,10 @@ def measure_ambiguity(
     if not names:
         raise ValueError(f"policy {spec!r} has no ops to measure")
     n, (h, w) = len(images), images.shape[-2:]
+    policy_levels = list(levels) if parsed.family in ("ra", "geo") else [parsed.magnitude or 0.0]
+    extra = keep and parsed.magnitude is not None and float(parsed.magnitude) not in map(float, policy_levels)
+    passes = 1 + len(names) * len(levels) + len(policy_levels) + int(extra)
+    logits_fn, bar = _counted(logits_fn, n * passes, progress)
     gen = torch.Generator().manual_seed(seed)
     centers = torch.stack([torch.randint(0, h, (n,), generator=gen), torch.randint(0, w, (n,), generator=gen)], 1)
     sign = torch.where(torch.arange(n) % 2 == 0, 1.0, -1.0)
@@ -119,7 +141,6 @@ def measure_ambiguity(
     policy_rows = []
     per_image: dict[str, Any] = {}
     indices = torch.arange(n)
-    policy_levels = list(levels) if parsed.family in ("ra", "geo") else [parsed.magnitude or 0.0]
     for level in policy_levels:
         level_spec = with_magnitude(spec, level) if parsed.family in ("ra", "geo") else spec
         try:
@@ -137,6 +158,7 @@ def measure_ambiguity(
         aug = policy(images, indices, 0, params=params)
         s = score(_batched(logits_fn, aug, batch_size), labels)
         per_image = {"images": aug, "params": params, "scores": s, "spec": spec, "op_names": policy.op_names}
+    bar.close()
     return {
         "spec": spec,
         "space": policy.space,
@@ -173,11 +195,14 @@ def ambiguity_report(
     seed: int = 0,
     gallery: int = 16,
     source: str = "",
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Measure (see :func:`measure_ambiguity`) and write ``ambiguity.md``/``.csv``/``.json``, ``ambiguity.png``
     and ``most_ambiguous.png`` (the ``gallery`` augmented images with the lowest ``p_true`` at the spec's own
     magnitude) into ``out``; returns the result with the written paths."""
-    result = measure_ambiguity(logits_fn, images, labels, spec, levels, fill=fill, seed=seed, keep=gallery > 0)
+    result = measure_ambiguity(
+        logits_fn, images, labels, spec, levels, fill=fill, seed=seed, keep=gallery > 0, progress=progress
+    )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     per_image = result.pop("per_image", None)

@@ -194,6 +194,8 @@ def _cell(rs: list[RunRecord]) -> dict[str, Any]:
 def _fmt_cell(cell: dict[str, Any] | None) -> str:
     if not cell or cell["mean"] is None:
         return "-"
+    if cell["n"] == 1:  # one run has no spread: "± 0.00" would claim one
+        return f"{cell['mean']:.2f} (1)"
     return f"{cell['mean']:.2f} ± {cell['sd']:.2f} ({cell['n']})"
 
 
@@ -214,6 +216,9 @@ def make_report(paths: Sequence[str | Path], out: str | Path, title: str | None 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     axes = find_axes(runs, grid_axes)
+    points = math.prod(len({r.value(a) for r in runs}) for a in axes)
+    if grid_axes is None and len(axes) >= 2 and 2 * len(_group(runs, axes)) <= points:
+        return _unrelated_report(runs, axes, points, out, title)
     col_axis = next((a for a in axes if a != KD_AXIS), axes[0] if axes else None)
     row_axes = [a for a in axes if a != col_axis]
     col_values = _sort_values(list(dict.fromkeys(r.value(col_axis) for r in runs))) if col_axis else [""]
@@ -254,17 +259,20 @@ def make_report(paths: Sequence[str | Path], out: str | Path, title: str | None 
             row_on.insert(kd_pos, "on")
             entries = []
             for c in col_values:
-                off, on = cell_at(tuple(row_off), c), cell_at(tuple(row_on), c)
-                if off and on and off["mean"] is not None and on["mean"] is not None:
-                    gain = off["mean"] - on["mean"]
+                gain = _gain(cell_at(tuple(row_off), c), cell_at(tuple(row_on), c))
+                if gain is not None:
                     gains.append({"point": dict(zip(other_axes, rest, strict=True)), "column": c, "gain": gain})
-                    entries.append(f"{gain:+.2f}")
-                else:
-                    entries.append("-")
+                entries.append("-" if gain is None else f"{gain:+.2f}")
             extra = ", ".join(f"{_axis_title(a)}={v}" for a, v in zip(other_axes, rest, strict=True))
             lines.append(
                 f"| **KD gain** (error without - with){' ' + extra if extra else ''} | " + " | ".join(entries) + " |"
             )
+    elif col_axis == KD_AXIS:  # KD is the only axis: its two values are the columns, the gain is one number
+        gain = _gain(cell_at((), "off"), cell_at((), "on"))
+        if gain is not None:
+            gains.append({"point": {}, "column": None, "gain": gain})
+        entries = ["" if v == "off" else ("-" if gain is None else f"{gain:+.2f}") for v in col_values]
+        lines.append("| **KD gain** (error without - with) | " + " | ".join(entries) + " |")
     header = ["run", *(_axis_title(a) for a in axes), "seed", "error (%)", "best top-1 (%)", "epochs", "time (s)"]
     lines += ["", "## Runs", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in sorted(runs, key=lambda r: r.name):
@@ -293,6 +301,47 @@ def make_report(paths: Sequence[str | Path], out: str | Path, title: str | None 
     js = out / "report.json"
     atomic_write_text(js, json.dumps(result, indent=2) + "\n")
     return {**result, "markdown": str(md), "json": str(js), "plots": [str(p) for p in plots]}
+
+
+def _gain(off: dict[str, Any] | None, on: dict[str, Any] | None) -> float | None:
+    """Mean error without KD minus with it, where both cells have runs."""
+    if off and on and off["mean"] is not None and on["mean"] is not None:
+        return off["mean"] - on["mean"]
+    return None
+
+
+def _unrelated_report(
+    runs: list[RunRecord], keys: list[str], points: int, out: Path, title: str | None
+) -> dict[str, Any]:
+    """The report of runs that form no grid (a few unrelated runs): a list, not a table of mostly empty cells."""
+    groups = len(_group(runs, keys))
+    lines = [
+        f"# {title or 'Report'}",
+        "",
+        f"These {len(runs)} runs share no grid: they differ in {len(keys)} config keys, and only {groups} of the "
+        f"{points} combinations of their values exist, so no table or plot compares them. Each run, with its test "
+        "error (%) of the final epoch and the keys where the runs differ:",
+        "",
+    ]
+    cells = []
+    for r in sorted(runs, key=lambda r: r.name):
+        point = {a: r.value(a) for a in keys}
+        cells.append({"point": point, **_cell([r])})
+        error = "-" if r.error is None else f"{r.error:.2f}"
+        lines.append(f"- `{r.name}`: error {error}; " + ", ".join(f"{a}={v}" for a, v in point.items()))
+    md = out / "report.md"
+    atomic_write_text(md, "\n".join(lines) + "\n")
+    result = {
+        "axes": [],
+        "columns": None,
+        "differences": keys,
+        "cells": cells,
+        "kd_gain": [],
+        "runs": [{"name": r.name, "path": str(r.path), "error": r.error} for r in runs],
+    }
+    js = out / "report.json"
+    atomic_write_text(js, json.dumps(result, indent=2) + "\n")
+    return {**result, "markdown": str(md), "json": str(js), "plots": []}
 
 
 def _numeric(values: Sequence[str]) -> list[float] | None:

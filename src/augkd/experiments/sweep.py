@@ -182,6 +182,9 @@ def plan_sweep(
             raise SweepError(
                 f"run {run.name}: kd=on needs a teacher (set kd.teacher or kd.cache in the config or as an override)"
             )
+        missing = missing_path(cfg)
+        if missing:  # found now, not in the log of a run that fails after the others have trained
+            raise SweepError(f"run {run.name}: {missing}; no run was started")
     return runs
 
 
@@ -254,6 +257,17 @@ def group_caches(config: str | None, runs: Sequence[SweepRun], out: Path) -> dic
         group.k = max(group.k, cfg.kd.k)
         by_run[run.name] = group
     return by_run
+
+
+def missing_path(cfg: Any) -> str | None:
+    """The first path ``cfg`` names that does not exist (the teacher, its cache, the data), as a sentence."""
+    if cfg.kd.teacher and not Path(cfg.kd.teacher).is_file():
+        return f"kd.teacher {cfg.kd.teacher} is not a file"
+    if cfg.kd.cache and not Path(cfg.kd.cache).is_dir():
+        return f"kd.cache {cfg.kd.cache} is not a folder (build it with augkd teacher-cache)"
+    if (cfg.data.dataset == "folder" or not cfg.data.download) and not Path(cfg.data.root).exists():
+        return f"data.root {cfg.data.root} does not exist"
+    return None
 
 
 def _status(run_dir: Path) -> str:

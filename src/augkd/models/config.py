@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from augkd.config import check_finite
+
 __all__ = ["ModelConfig"]
 
 
@@ -31,6 +33,7 @@ class ModelConfig:
     """Extra builder arguments, e.g. ``{width: 32}``."""
 
     def __post_init__(self) -> None:
+        check_finite(self, "model.")
         if self.bn_momentum is not None and not 0.0 < self.bn_momentum <= 0.5:
             raise ValueError(
                 f"model.bn_momentum must be in (0, 0.5] in torch's convention (TF's decay 0.99 is 0.01); "

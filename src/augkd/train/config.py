@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 
 from augkd.augment.spec import parse_spec, with_magnitude
+from augkd.config import check_finite
 from augkd.data.config import DataConfig
 from augkd.distill.loss import KD_MODES
 from augkd.distill.task import KD_WEIGHTINGS
@@ -57,6 +58,7 @@ class AugmentConfig:
     the border, filled with ``fill``); 16 in AutoAugment's CIFAR recipe; 0: none."""
 
     def __post_init__(self) -> None:
+        check_finite(self, "augment.")
         if not 0 <= self.fill <= 255:
             raise ValueError(f"augment.fill must be in [0, 255]; got {self.fill!r}")
         try:  # checked here so a typo fails before the data is decoded
@@ -131,6 +133,7 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         OPTIMIZERS.check(self.name, "optim.name")
+        check_finite(self, "optim.")
         if not 0 <= self.alpha < 1:
             raise ValueError(f"optim.alpha must be in [0, 1); got {self.alpha!r}")
         if not self.eps > 0:
@@ -155,6 +158,8 @@ class OptimConfig:
             raise ValueError("optim.schedule=onecycle needs optim.warmup_epochs > 0 (the rising part)")
         if sorted(self.milestones) != list(self.milestones):
             raise ValueError(f"optim.milestones must be increasing; got {self.milestones!r}")
+        if self.grad_clip < 0:
+            raise ValueError(f"optim.grad_clip must be >= 0 (0 disables clipping); got {self.grad_clip!r}")
         if self.nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"optim.nonfinite must be error or skip; got {self.nonfinite!r}")
         if self.nonfinite_patience < 1:
@@ -171,6 +176,7 @@ class EmaConfig:
     """EMA decay per optimizer step."""
 
     def __post_init__(self) -> None:
+        check_finite(self, "ema.")
         if not 0 < self.decay < 1:
             raise ValueError(f"ema.decay must be in (0, 1); got {self.decay!r}")
 
@@ -237,6 +243,7 @@ class KdConfig:
         self.k = k if self.k is None else self.k
         self.lambda_ = lam if self.lambda_ is None else self.lambda_
         self.temperature = temperature if self.temperature is None else self.temperature
+        check_finite(self, "kd.")
         if self.k < 1:
             raise ValueError(f"kd.k must be >= 1; got {self.k!r}")
         if self.lambda_ < 0:
@@ -276,7 +283,10 @@ class TrainConfig:
     channels_last: bool = True
     """Use the channels-last memory format (faster convolutions on CPU and GPU)."""
     threads: int = 0
-    """CPU threads for torch (0 keeps torch's default)."""
+    """CPU threads of torch's kernels; 0 keeps torch's default of one per core. The ``augkd`` command makes
+    waiting threads sleep (``OMP_WAIT_POLICY=PASSIVE``, set before torch starts) so that a busy neighbour does
+    not collapse the speed; on a CPU other jobs keep busy, 1 is often faster still (results/shared-cpu). The
+    last digits of a run's losses depend on the thread count."""
     eval_flip: bool = False
     """Evaluate on the average of the image and its mirror (test-time augmentation)."""
     eval_every: int = 1

@@ -7,8 +7,8 @@ is the cost:
 - the data: one image per class of each split is decoded (``data.subset_per_class=1``), and a batch of at most
   :data:`DRY_RUN_BATCH` of them makes the one step; the evaluation pass is one batch as well;
 - the teacher: when ``kd.teacher`` names no file yet (the paper configs carry a placeholder), a randomly
-  initialized copy of the student stands in, so the KD loss still runs; ``kd.k`` larger than the classes of the
-  data (a 10-class stand-in for ImageNet) is lowered to the number of classes;
+  initialized copy of the student stands in, so the KD loss still runs (``kd.k`` is checked against the classes
+  of the real data, as the run would: set ``kd.k`` too when trying an ImageNet config on 10-class data);
 - the run folder: nothing is written there (the decoded-image cache in ``data.cache_dir`` is filled as usual).
 
 Every such substitution is listed in the result's ``notes``. Pass ``data.*`` overrides to try a config on other
@@ -29,7 +29,7 @@ import torch
 from augkd.data import InMemoryDataset, build_datasets, dataset_stats
 from augkd.distill.teacher import Teacher
 from augkd.models import count_parameters
-from augkd.train.build import build_distillation_task
+from augkd.train.build import RunError, build_distillation_task
 from augkd.train.config import TrainConfig
 from augkd.train.loop import evaluate, setup_run, train_one_epoch
 from augkd.train.run import Run
@@ -97,9 +97,11 @@ def dry_run(cfg: TrainConfig, batch_size: int = DRY_RUN_BATCH, quiet: bool = Tru
         data=data,
         kd=dataclasses.replace(cfg.kd, teacher="") if stand_in else cfg.kd,
     )
-    if not stand_in and cfg.kd.enabled and cfg.kd.k > train_full.num_classes:
-        notes.append(f"kd.k={cfg.kd.k} is more than the {train_full.num_classes} classes: K lowered for the dry run")
-        run_cfg = dataclasses.replace(run_cfg, kd=dataclasses.replace(cfg.kd, k=train_full.num_classes))
+    if cfg.kd.enabled and cfg.kd.k > train_full.num_classes:  # the real run refuses it: so must the dry run
+        raise RunError(
+            f"kd.k={cfg.kd.k} is larger than the {train_full.num_classes} classes of the data (the run would stop "
+            f"here); set kd.k to at most {train_full.num_classes} to try this config on this data"
+        )
     run = setup_run(run_cfg, quiet=quiet, overwrite=True, datasets=(train_set, eval_set))
     if stand_in:
         install_stand_in_teacher(dataclasses.replace(cfg, data=data), run, notes)

@@ -62,6 +62,21 @@ __all__ = ["Run", "RunError", "evaluate", "setup_run", "train", "train_one_epoch
 # Setup
 
 
+def busy_cpu_note(threads: int) -> str | None:
+    """A hint when other processes keep the CPU busy and torch will use one thread per core."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return None
+    if threads or cores == 1 or load <= cores:
+        return None
+    return (
+        f"augkd: note: the CPU is busy (load average {load:.1f} on {cores} cores); threads=1 is often faster on a "
+        "shared CPU (results/shared-cpu/README.md)"
+    )
+
+
 def setup_run(
     cfg: TrainConfig,
     resume: bool = False,
@@ -108,6 +123,16 @@ def setup_run(
     optimizer = build_optimizer(cfg, model)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     task = build_task(cfg, parts)
+    left_out = len(train_set) % cfg.batch_size
+    notes = [busy_cpu_note(cfg.threads)] if device.type == "cpu" else []
+    if left_out * 10 >= len(train_set):  # a drop the user would not guess
+        notes.append(
+            f"augkd: note: {len(train_set)} training images make {len(train_set) // cfg.batch_size} full batches of "
+            f"{cfg.batch_size}; each epoch leaves out {left_out} of them (a different random {left_out})"
+        )
+    for note in notes if env.is_main and not quiet else []:
+        if note:
+            print(note, file=sys.stderr)
     run = Run(
         cfg=cfg,
         run_dir=run_dir,

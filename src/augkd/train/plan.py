@@ -144,6 +144,11 @@ def plan(
     if not 0 < efficiency <= 1:
         raise RunError(f"--efficiency must be in (0, 1]; got {efficiency}")
     notes: list[str] = []
+    if warmup == 0:
+        notes.append(
+            "--warmup 0: the timed steps include one-time costs (lazy initialization, allocator, autotuning), so "
+            "the speeds are too low and the wall time too long; keep --warmup >= 1 for figures to plan with"
+        )
     per_device = per_rank_batch(cfg.batch_size, DistEnv(world_size=gpus))
     if batch_per_device is not None:
         if batch_per_device < 1:
@@ -240,6 +245,10 @@ def plan(
     }
 
 
+def _devices(n: int) -> str:
+    return f"{n} device" if n == 1 else f"{n} devices"
+
+
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -255,14 +264,14 @@ def format_plan(p: dict[str, Any]) -> str:
     gib = p["memory_per_device_bytes"] / 2**30
     d = p["data"]
     lines = [
-        f"augkd plan: {p['name']} ({p['model']}, {p['params'] / 1e6:.1f}M params) on {p['gpus']} devices: "
+        f"augkd plan: {p['name']} ({p['model']}, {p['params'] / 1e6:.1f}M params) on {_devices(p['gpus'])}: "
         f"global batch {p['global_batch']} = {p['gpus']} x {p['global_batch'] // p['gpus']}, {p['image_size']} px",
         f"  calibrated on {p['device_name']} (amp {p['amp']}): {p['calibration']['timed_steps']} steps of "
         f"{p['batch_per_device']} after {p['calibration']['warmup_steps']} warm-up steps",
         f"  memory per device: {gib:.2f} GiB: {p['memory_how']}",
         f"  per device: {p['train_images_per_s_per_device']:.1f} train img/s (augmentation and KD included), "
         f"{p['eval_images_per_s_per_device']:.1f} eval img/s",
-        f"  on {p['gpus']} devices: {p['train_images_per_s']:.1f} img/s ({p['scaling']})",
+        f"  on {_devices(p['gpus'])}: {p['train_images_per_s']:.1f} img/s ({p['scaling']})",
         f"  data: {d['train_images']:,} train / {d['eval_images']:,} eval images, {d['num_classes']} classes "
         f"({d['source']})",
         f"  wall time: {p['epochs']} epochs x {p['steps_per_epoch']:,} steps = {_duration(p['epochs'] * p['epoch_s'])}"
