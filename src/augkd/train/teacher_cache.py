@@ -55,7 +55,8 @@ def build_teacher_cache(
 ) -> dict[str, Any]:
     """Store the teacher's top-K view of every augmented training image of epochs ``0 .. epochs-1`` in ``out``.
 
-    Resumable: finished epochs of a cache built with the same settings are kept; the others are (re)done.
+    Resumable: finished epochs of a cache built with the same settings are kept; the others, and any whose file
+    fails its seal (damaged on disk, renamed, built under another key), are (re)done.
 
     Args:
         cfg: the training config whose augmentation, data, seed, batch size, device and ``amp`` are replayed;
@@ -71,7 +72,7 @@ def build_teacher_cache(
         log: where the summary line goes.
 
     Returns:
-        ``{"out", "epochs", "kept", "written", "rows", "k", "temperature", "logits_dtype", "bytes_per_sample",
+        ``{"out", "epochs", "kept", "rebuilt", "written", "rows", "k", "temperature", "logits_dtype", "bytes_per_sample",
         "epoch_bytes", "total_bytes", "seconds"}``.
 
     Raises:
@@ -127,9 +128,12 @@ def build_teacher_cache(
     }
     ids = train_set.sample_ids
     try:
-        done = prepare_cache_dir(out, header, ids)
+        done, damaged = prepare_cache_dir(out, header, ids)
     except CacheError as exc:
         raise RunError(str(exc)) from None
+    for epoch, reason in damaged.items():
+        if epoch < epochs and not quiet:
+            log(f"teacher cache: rebuilding epoch {epoch}: {reason}")
     todo = [e for e in range(epochs) if e not in done]
     # Row of each sample id (ids are ascending in every in-memory dataset, but do not rely on it).
     row_of = torch.full((int(ids.max()) + 1,), -1, dtype=torch.int64)
@@ -162,13 +166,14 @@ def build_teacher_cache(
             bar.update()
         if not bool(written.all()):
             raise RunError(f"epoch {epoch}: the loader left {int((~written).sum())} samples out")
-        write_epoch(out, epoch, layout, top_idx, top_val, scalars)
+        write_epoch(out, epoch, layout, top_idx, top_val, scalars, header)
     bar.close()
     total = epochs * layout.epoch_bytes
     summary = {
         "out": str(out),
         "epochs": epochs,
         "kept": [e for e in done if e < epochs],
+        "rebuilt": [e for e in damaged if e < epochs],
         "written": todo,
         "rows": len(ids),
         "k": k,
