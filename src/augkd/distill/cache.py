@@ -384,26 +384,28 @@ def validate_epoch(path: Path, blocks: Mapping[str, np.ndarray], num_classes: in
     Raises:
         CacheError: one line naming the file, the block and the first bad row.
     """
-    idx = blocks["indices"]
-    bad = np.flatnonzero(((idx < 0) | (idx >= num_classes)).any(axis=1))
-    if bad.size:
-        row = int(bad[0])
+    # Whole-block tests first (a few ms for 50,000 rows); the first bad row is located only when one fails.
+    idx = np.asarray(blocks["indices"])
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= num_classes):
+        row = int(np.flatnonzero(((idx < 0) | (idx >= num_classes)).any(axis=1))[0])
         raise CacheError(f"{path}: row {row} holds class index {idx[row].tolist()} outside [0, {num_classes})")
     if idx.shape[1] > 1:
         ordered = np.sort(idx, axis=1)
-        bad = np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))
-        if bad.size:
-            row = int(bad[0])
+        repeats = ordered[:, 1:] == ordered[:, :-1]
+        if repeats.any():
+            row = int(np.flatnonzero(repeats.any(axis=1))[0])
             raise CacheError(f"{path}: row {row} repeats a class in its top-K indices {idx[row].tolist()}")
     for name in ("logits", "stats"):
-        bad = np.flatnonzero(~np.isfinite(blocks[name]).all(axis=1))
-        if bad.size:
-            raise CacheError(f"{path}: row {int(bad[0])} of the {name} block is not finite")
-    logits = blocks["logits"]
+        values = np.asarray(blocks[name])
+        if not np.isfinite(values.sum(dtype=np.float64)):  # one pass; a NaN or an Inf anywhere makes it so
+            row = int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0])
+            raise CacheError(f"{path}: row {row} of the {name} block is not finite")
+    logits = np.asarray(blocks["logits"])
     if logits.shape[1] > 1:
-        bad = np.flatnonzero((logits[:, 1:] > logits[:, :-1]).any(axis=1))
-        if bad.size:
-            raise CacheError(f"{path}: row {int(bad[0])} holds logits out of top-K order")
+        rising = logits[:, 1:] > logits[:, :-1]
+        if rising.any():
+            row = int(np.flatnonzero(rising.any(axis=1))[0])
+            raise CacheError(f"{path}: row {row} holds logits out of top-K order")
 
 
 # ----------------------------------------------------------------------------------------------------------------

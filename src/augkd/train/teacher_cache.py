@@ -72,8 +72,9 @@ def build_teacher_cache(
         log: where the summary line goes.
 
     Returns:
-        ``{"out", "epochs", "kept", "rebuilt", "written", "rows", "k", "temperature", "logits_dtype", "bytes_per_sample",
-        "epoch_bytes", "total_bytes", "seconds"}``.
+        ``{"out", "epochs", "kept", "rebuilt", "written", "rows", "k", "temperature", "logits_dtype",
+        "bytes_per_sample", "epoch_bytes", "total_bytes", "seconds"}`` (``rebuilt``: epochs whose file failed its
+        seal).
 
     Raises:
         RunError: no teacher, unusable teacher, ``k`` larger than the classes, or ``out`` holds another cache.
