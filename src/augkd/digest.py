@@ -37,6 +37,7 @@ __all__ = [
     "key_digest",
     "make_seal",
     "read_trailer",
+    "seal_file",
     "sha256_file",
 ]
 
@@ -77,6 +78,17 @@ def make_seal(data: bytes | memoryview, key: Mapping[str, Any], **identity: Any)
         "format": SEAL_FORMAT,
         "sha256": hashlib.sha256(data).hexdigest(),
         "bytes": len(data),
+        "key": key_digest(key),
+        **identity,
+    }
+
+
+def seal_file(path: str | Path, key: Mapping[str, Any], **identity: Any) -> dict[str, Any]:
+    """The seal of a whole file already on disk (for a seal kept beside it, e.g. in a metadata file)."""
+    return {
+        "format": SEAL_FORMAT,
+        "sha256": sha256_file(path),
+        "bytes": os.stat(path).st_size,
         "key": key_digest(key),
         **identity,
     }
