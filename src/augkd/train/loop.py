@@ -40,6 +40,7 @@ from augkd.distill.cache import CacheError, TeacherCache, cache_key, dataset_fin
 from augkd.distill.loss import TopKKL
 from augkd.distill.teacher import TeacherError, load_teacher
 from augkd.io import atomic_write_text, remove_temp_files
+from augkd.lock import FolderLock, LockError
 from augkd.models import count_parameters, create_model
 from augkd.train import distributed
 from augkd.train.checkpoint import (
@@ -683,6 +684,25 @@ def train(
 
 
 def _train(cfg: TrainConfig, env: DistEnv, resume: bool, quiet: bool, overwrite: bool, log: Any) -> dict[str, Any]:
+    # One writer per run folder, taken before --overwrite or --resume look at it (rank 0 writes for all ranks).
+    lock = FolderLock(Path(cfg.out_dir) / cfg.name, "augkd train") if env.is_main else None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except LockError as exc:
+            raise RunError(str(exc)) from None
+        if lock.stale and not quiet:
+            log(f"took over the lock of {lock.folder} left by {lock.stale}, which is no longer running")
+    try:
+        return _train_locked(cfg, env, resume, quiet, overwrite, log)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(
+    cfg: TrainConfig, env: DistEnv, resume: bool, quiet: bool, overwrite: bool, log: Any
+) -> dict[str, Any]:
     run = setup_run(cfg, resume=resume, quiet=quiet, overwrite=overwrite, env=env)
     if env.is_main:
         # Fail now, not after the first epoch, when the folder cannot take the checkpoints (read-only, full disk).

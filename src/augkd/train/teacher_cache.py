@@ -33,6 +33,7 @@ from augkd.distill.cache import (
 )
 from augkd.distill.loss import teacher_top_k
 from augkd.distill.teacher import TeacherError, load_teacher
+from augkd.lock import FolderLock, LockError
 from augkd.train.checkpoint import CheckpointError
 from augkd.train.config import TrainConfig
 from augkd.train.loop import Normalize, RunError, build_train_augment, resolve_amp, resolve_device
@@ -40,7 +41,29 @@ from augkd.train.loop import Normalize, RunError, build_train_augment, resolve_a
 __all__ = ["build_teacher_cache"]
 
 
-def build_teacher_cache(
+def build_teacher_cache(cfg: TrainConfig, out: str | Path, **kwargs: Any) -> dict[str, Any]:
+    """Store the teacher's top-K view of every augmented training image of epochs ``0 .. epochs-1`` in ``out``.
+
+    Holds the lock of ``out`` while it runs: a second builder of the same folder is refused (see
+    :mod:`augkd.lock`). Arguments and result as :func:`_build_teacher_cache`.
+
+    Raises:
+        RunError: ``out`` is in use by another live process (named), and as :func:`_build_teacher_cache`.
+    """
+    lock = FolderLock(out, "augkd teacher-cache")
+    try:
+        lock.acquire()
+    except LockError as exc:
+        raise RunError(str(exc)) from None
+    try:
+        if lock.stale and not kwargs.get("quiet"):
+            kwargs.get("log", print)(f"took over the lock of {out} left by {lock.stale}, which is no longer running")
+        return _build_teacher_cache(cfg, out, **kwargs)
+    finally:
+        lock.release()
+
+
+def _build_teacher_cache(
     cfg: TrainConfig,
     out: str | Path,
     *,
