@@ -55,7 +55,7 @@ def test_a_lock_of_another_process_is_refused_until_it_is_killed_then_taken_over
 
 def test_an_unlockable_folder_is_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(LockError, match="cannot lock .*file"):
+    with pytest.raises(LockError, match="folder .*file/run is not writable: Not a directory"):
         FolderLock(tmp_path / "file" / "run", "augkd train").acquire()
 
 
@@ -67,7 +67,7 @@ def test_train_and_teacher_cache_refuse_a_live_folder_also_with_overwrite_or_res
             assert main(["train", "-q", *args, *extra]) == 2
             err = capsys.readouterr().err.strip()
             assert err.count("\n") == 0, err
-            assert err.startswith(f"augkd train: error: {tmp_path / 'tiny'} is in use by augkd train (pid {proc.pid}")
+            assert err.startswith(f"augkd train: error: run folder {tmp_path / 'tiny'} is in use by augkd train (pid {proc.pid}")
         assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == [LOCK_NAME]  # nothing written or deleted
         cache = tmp_path / "cache"
         proc2 = _holder(cache, "augkd teacher-cache")

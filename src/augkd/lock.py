@@ -59,14 +59,15 @@ class FolderLock:
     Args:
         folder: the folder to lock.
         what: how the holder is named to a process that is refused (e.g. ``augkd train``).
+        kind: how the folder is named in errors (e.g. ``run folder``).
 
     Attributes:
         stale: the holder of a lock left behind by a process that died, taken over by :meth:`acquire`
             (its description), or None.
     """
 
-    def __init__(self, folder: str | Path, what: str) -> None:
-        self.folder, self.what = Path(folder), what
+    def __init__(self, folder: str | Path, what: str, kind: str = "folder") -> None:
+        self.folder, self.what, self.kind = Path(folder), what, kind
         self.path = self.folder / LOCK_NAME
         self.stale: str | None = None
         self._fd: int | None = None
@@ -81,13 +82,13 @@ class FolderLock:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
-            raise LockError(f"cannot lock {self.folder}: {exc.strerror or exc}") from None
+            raise LockError(f"{self.kind} {self.folder} is not writable: {exc.strerror or exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_holder(fd) or {"what": "another process"}
             os.close(fd)
-            raise LockError(f"{self.folder} is in use by {_describe(holder)}; wait for it or stop it") from None
+            raise LockError(f"{self.kind} {self.folder} is in use by {_describe(holder)}; wait for it or stop it") from None
         previous = _read_holder(fd)
         self.stale = _describe(previous) if previous else None  # a clean release leaves the file empty
         me = {"what": self.what, "pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}

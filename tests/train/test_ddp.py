@@ -96,6 +96,7 @@ def test_only_rank_zero_prints_and_writes(runs):
     assert summary["world_size"] == 2 and summary["train_images"] == 200
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
         [
+            ".augkd.lock",
             "best.pt",
             "ckpt_epoch0001.pt",
             "ckpt_epoch0002.pt",

@@ -286,4 +286,4 @@ def test_overwrite_removes_the_old_run_before_training(tmp_path, monkeypatch, ti
         _stop_after(m, 0)
         with pytest.raises(KeyboardInterrupt):
             train(tiny_config(tmp_path, "epochs=1"), quiet=True, overwrite=True)
-    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+    assert sorted(p.name for p in run.iterdir()) == [".augkd.lock", "config.yaml"]

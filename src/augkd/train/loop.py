@@ -516,6 +516,8 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
         run.step += 1
         if faults.armed("kill_at_step", run.step):
             faults.kill_now()
+        if faults.armed("raise_at_step", run.step):
+            faults.raise_now("raise_at_step", run.step)
         n = batch.labels.numel()
         seen += n
         for key, value in out.items():
@@ -677,15 +679,23 @@ def train(
     its shard of each global batch under DDP, and only rank 0 prints and writes the run folder.
     """
     env, _ = distributed.init(resolve_device(cfg.device))
+    failed = False
     try:
         return _train(cfg, env, resume=resume, quiet=quiet or not env.is_main, overwrite=overwrite, log=log)
+    except BaseException as exc:
+        failed = env.enabled
+        # A failing rank tells the others (they stop within seconds, not at the collective timeout). When another
+        # rank failed first, this error is a consequence (a broken collective): end quietly, its line is shown.
+        if failed and not distributed.report_failure(exc) and distributed.peer_failure() is not None:
+            distributed.exit_after_peer_failure()
+        raise
     finally:
-        distributed.cleanup()
+        distributed.cleanup(failed=failed)
 
 
 def _train(cfg: TrainConfig, env: DistEnv, resume: bool, quiet: bool, overwrite: bool, log: Any) -> dict[str, Any]:
     # One writer per run folder, taken before --overwrite or --resume look at it (rank 0 writes for all ranks).
-    lock = FolderLock(Path(cfg.out_dir) / cfg.name, "augkd train") if env.is_main else None
+    lock = FolderLock(Path(cfg.out_dir) / cfg.name, "augkd train", "run folder") if env.is_main else None
     if lock is not None:
         try:
             lock.acquire()

@@ -50,7 +50,7 @@ def build_teacher_cache(cfg: TrainConfig, out: str | Path, **kwargs: Any) -> dic
     Raises:
         RunError: ``out`` is in use by another live process (named), and as :func:`_build_teacher_cache`.
     """
-    lock = FolderLock(out, "augkd teacher-cache")
+    lock = FolderLock(out, "augkd teacher-cache", "cache folder")
     try:
         lock.acquire()
     except LockError as exc:
