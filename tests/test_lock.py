@@ -67,7 +67,8 @@ def test_train_and_teacher_cache_refuse_a_live_folder_also_with_overwrite_or_res
             assert main(["train", "-q", *args, *extra]) == 2
             err = capsys.readouterr().err.strip()
             assert err.count("\n") == 0, err
-            assert err.startswith(f"augkd train: error: run folder {tmp_path / 'tiny'} is in use by augkd train (pid {proc.pid}")
+            busy = f"run folder {tmp_path / 'tiny'} is in use by augkd train (pid {proc.pid}"
+            assert err.startswith(f"augkd train: error: {busy}")
         assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == [LOCK_NAME]  # nothing written or deleted
         cache = tmp_path / "cache"
         proc2 = _holder(cache, "augkd teacher-cache")

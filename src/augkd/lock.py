@@ -88,7 +88,8 @@ class FolderLock:
         except BlockingIOError:
             holder = _read_holder(fd) or {"what": "another process"}
             os.close(fd)
-            raise LockError(f"{self.kind} {self.folder} is in use by {_describe(holder)}; wait for it or stop it") from None
+            busy = f"{self.kind} {self.folder} is in use by {_describe(holder)}"
+            raise LockError(f"{busy}; wait for it or stop it") from None
         previous = _read_holder(fd)
         self.stale = _describe(previous) if previous else None  # a clean release leaves the file empty
         me = {"what": self.what, "pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
