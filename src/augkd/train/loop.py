@@ -36,6 +36,7 @@ from augkd.augment.base import Cutout, build_base_augment
 from augkd.augment.spec import build_policy
 from augkd.config import config_to_dict
 from augkd.data import DeviceLoader, InMemoryDataset, build_datasets, build_stream_loaders, dataset_stats
+from augkd.data.loader import Batch
 from augkd.distill.cache import CacheError, TeacherCache, cache_key, dataset_fingerprint, file_sha256
 from augkd.distill.loss import TopKKL
 from augkd.distill.teacher import TeacherError, load_teacher
@@ -469,6 +470,13 @@ def _autocast(run_device: torch.device, dtype: torch.dtype | None) -> contextlib
     return torch.autocast(run_device.type, dtype=dtype)
 
 
+def _stand_in_batch(run: Run, empty: Batch) -> Batch:
+    """One black image of the first sample id, for a rank left with an empty batch (see train_one_epoch)."""
+    images = torch.zeros((1, *empty.images.shape[1:]), dtype=empty.images.dtype, device=empty.images.device)
+    ids = run.train_loader.dataset.sample_ids[:1].to(empty.indices.device)
+    return Batch(images, torch.zeros(1, dtype=empty.labels.dtype, device=empty.labels.device), ids)
+
+
 def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, float]:
     """One pass over the training set; returns mean losses, accuracy on the augmented images and speed.
 
@@ -496,10 +504,20 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
         lr = cfg.optim.lr * lr_factor(cfg.optim, run.step, run.steps_per_epoch, run.total_steps)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
+        # A rank whose share of this batch was all unreadable files (stream loader, bad_files=skip, DDP) still
+        # takes the step with the others: a stand-in image through the model in eval mode, with a zero loss, so
+        # the gradient all-reduce pairs up and this rank adds nothing to it or to the epoch's figures.
+        idle = batch.labels.numel() == 0
+        if idle:
+            batch = _stand_in_batch(run, batch)
+            model.eval()
         with torch.no_grad():
             images = run.normalize(run.augment(batch.images, batch.indices, epoch))
         with _autocast(run.device, run.amp_dtype):
             out = run.task(model, images, batch.labels, batch.indices, epoch)
+        if idle:
+            model.train()
+            out = {k: v * 0.0 if k.endswith("loss") else v for k, v in out.items()}
         loss = out["loss"]
         if not guard.step_ok(loss, epoch, run.step):  # NaN/Inf loss with optim.nonfinite=skip: no update
             run.step += 1
@@ -518,12 +536,13 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
             faults.kill_now()
         if faults.armed("raise_at_step", run.step):
             faults.raise_now("raise_at_step", run.step)
-        n = batch.labels.numel()
+        n = 0 if idle else batch.labels.numel()
         seen += n
         for key, value in out.items():
             if key.endswith("loss"):
                 sums[key] = sums.get(key, 0.0) + value.detach().float() * n
-        correct += (out["output"].argmax(1) == batch.labels).sum()
+        if not idle:
+            correct += (out["output"].argmax(1) == batch.labels).sum()
         if progress and (i % 10 == 0 or i == len(run.train_loader) - 1):
             elapsed = time.perf_counter() - t0
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{seen / max(elapsed, 1e-9):.0f}")
