@@ -38,8 +38,10 @@ again over a damaged cache rebuilds exactly the epochs whose files fail their se
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from augkd import faults
 from augkd.digest import TRAILER_BYTES, SealError, check_seal, encode_trailer, make_seal, read_trailer
 from augkd.distill.loss import TeacherTopK
 from augkd.io import atomic_write_bytes, atomic_write_text
@@ -81,6 +84,7 @@ LOGITS_DTYPES = ("float32", "float16")
 #: Columns of the per-image statistics block.
 STATS = ("lse_t", "lse_1", "entropy", "log_p_label")
 _ALIGN = 64
+_WRITES = itertools.count(1)  # epoch-file writes of this process, for AUGKD_FAULT=kill_during_cache_write:<n>
 #: Header entries that decide an epoch file's bytes: their digest is sealed into every epoch file.
 IDENTITY = ("key", "k", "temperature", "num_classes", "rows", "logits_dtype")
 
@@ -366,8 +370,14 @@ def write_epoch(
     path = epoch_path(root, epoch)
     data = layout.encode(indices, logits, stats)
     trailer = encode_trailer(make_seal(data, cache_identity(header), epoch=epoch))
+    n = next(_WRITES)
 
     def write(f: Any) -> None:
+        if faults.armed("kill_during_cache_write", n):  # a build killed mid-write, for the soak test
+            f.write(data[: len(data) // 2])
+            f.flush()
+            os.fsync(f.fileno())
+            faults.kill_now()
         f.write(data)
         f.write(trailer)
 

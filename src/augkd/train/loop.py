@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import itertools
 import json
 import math
 import os
@@ -566,6 +567,9 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
     return stats
 
 
+_EVAL_PASSES = itertools.count(1)  # evaluation passes of this process, for AUGKD_FAULT=kill_in_eval:<n>
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -583,7 +587,10 @@ def evaluate(
     top1 = torch.zeros((), device=device)
     top5 = torch.zeros((), device=device)
     n = 0
+    pass_number = next(_EVAL_PASSES)
     for batch in tqdm(loader, desc="eval", disable=not progress, leave=False, file=sys.stderr):
+        if n and faults.armed("kill_in_eval", pass_number):
+            faults.kill_now()
         images = normalize(batch.images)
         with _autocast(device, amp_dtype):
             logits = model(images).float()

@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 import augkd
+from augkd import faults
 from augkd.data import DeviceLoader, InMemoryDataset, build_datasets, dataset_stats
 from augkd.distill.cache import (
     CacheError,
@@ -168,6 +169,7 @@ def _build_teacher_cache(
     show = (not quiet and sys.stderr.isatty()) if progress is None else progress
     bar = tqdm(total=len(todo) * len(loader), desc="teacher cache", disable=not show, file=sys.stderr)
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    batches = 0
     for epoch in todo:
         bar.set_postfix(epoch=epoch)
         loader.set_epoch(epoch)
@@ -188,6 +190,9 @@ def _build_teacher_cache(
             scalars[rows] = torch.stack([top.lse, lse_1, top.entropy, top.log_p_label], dim=1).float()
             written[rows] = True
             bar.update()
+            batches += 1
+            if faults.armed("kill_at_teacher_batch", batches):
+                faults.kill_now()
         if not bool(written.all()):
             raise RunError(f"epoch {epoch}: the loader left {int((~written).sum())} samples out")
         write_epoch(out, epoch, layout, top_idx, top_val, scalars, header)
