@@ -248,7 +248,9 @@ def _read_header(root: Path) -> dict[str, Any]:
         raise CacheError(f"{path}: unreadable cache header ({exc})") from None
     if not isinstance(header, dict) or header.get("format") != CACHE_FORMAT:
         got = header.get("format") if isinstance(header, dict) else None
-        raise CacheError(f"{path}: not a teacher cache of format {CACHE_FORMAT} (format={got!r})")
+        older = isinstance(got, str) and got.startswith("augkd-teacher-cache/")
+        hint = "; built by an older augkd without sealed epoch files: delete it and build it again" if older else ""
+        raise CacheError(f"{path}: not a teacher cache of format {CACHE_FORMAT} (format={got!r}){hint}")
     missing = [k for k in ("key", "k", "temperature", "num_classes", "rows", "logits_dtype") if k not in header]
     if missing:
         raise CacheError(f"{path}: damaged cache header (no {', '.join(missing)})")
