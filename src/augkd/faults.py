@@ -31,7 +31,7 @@ POINTS = {
     "kill_during_save": "SIGKILL in the middle of the n-th checkpoint write of the process",
     "nan_loss_at_step": "the loss of optimizer step n is NaN",
     "raise_at_step": "a RuntimeError right after optimizer step n",
-    "kill_in_eval": "SIGKILL in the middle of the n-th evaluation pass of the process (after its first batch)",
+    "kill_in_eval": "SIGKILL in the n-th evaluation pass of the process (at its first batch)",
     "kill_at_teacher_batch": "SIGKILL after the n-th teacher batch of the process (augkd teacher-cache)",
     "kill_during_cache_write": "SIGKILL in the middle of the n-th teacher-cache epoch-file write of the process",
 }

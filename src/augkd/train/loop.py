@@ -589,7 +589,7 @@ def evaluate(
     n = 0
     pass_number = next(_EVAL_PASSES)
     for batch in tqdm(loader, desc="eval", disable=not progress, leave=False, file=sys.stderr):
-        if n and faults.armed("kill_in_eval", pass_number):
+        if faults.armed("kill_in_eval", pass_number):
             faults.kill_now()
         images = normalize(batch.images)
         with _autocast(device, amp_dtype):
