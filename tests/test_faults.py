@@ -47,7 +47,10 @@ def test_parse_faults():
         "kill_during_save": {3},
     }
     assert parse_faults("") == {}
-    for bad in ("kill_at_step", "kill_at_step:0", "explode:3", "kill_at_step:x"):
+    # @<rank>: only that rank of a torchrun run
+    assert parse_faults("raise_at_step:3@1,kill_at_step:2", rank=0) == {"kill_at_step": {2}}
+    assert parse_faults("raise_at_step:3@1,kill_at_step:2", rank=1) == {"raise_at_step": {3}, "kill_at_step": {2}}
+    for bad in ("kill_at_step", "kill_at_step:0", "explode:3", "kill_at_step:x", "kill_at_step:2@x"):
         with pytest.raises(ValueError, match="AUGKD_FAULT: bad entry"):
             parse_faults(bad)
 
