@@ -150,3 +150,31 @@ def bad_tree(make_tree: TreeFactory) -> tuple[Path, list[str]]:
     photo.convert("CMYK").save(train / "ship" / "cmyk.jpg")
     photo.convert("RGBA").save(train / "dog" / "rgba.png")
     return root, ["cat/trunc.jpg", "cat/zero.jpg", "dog/garbage.png", "dog/text.jpg"]
+
+
+@pytest.fixture
+def sealed_teacher_cache(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``sealed_teacher_cache(cfg, epochs)`` writes a small valid teacher cache whose key fits ``cfg``
+    (with a made-up training-set fingerprint) and returns its folder: for commands that check a cache's header
+    and files without reading the training set."""
+    from augkd.distill.cache import CacheLayout, cache_key, prepare_cache_dir, write_epoch
+
+    def make(cfg: TrainConfig, epochs: int, name: str = "cache") -> Path:
+        root, rows, k = tmp_path / name, 4, 5
+        header = {
+            "key": cache_key(cfg, "0" * 64, None, None),
+            "k": k,
+            "temperature": cfg.kd.temperature,
+            "num_classes": 10,
+            "rows": rows,
+            "logits_dtype": "float32",
+            "dataset": {"name": "cifar10-jpg", "split": "train", "num_images": rows},
+        }
+        prepare_cache_dir(root, header, torch.arange(rows))
+        layout = CacheLayout(rows, k, 10)
+        indices, logits = torch.arange(k).expand(rows, k), torch.linspace(2.0, 0.0, k).expand(rows, k)
+        for epoch in range(epochs):
+            write_epoch(root, epoch, layout, indices, logits, torch.zeros(rows, 4), header)
+        return root
+
+    return make

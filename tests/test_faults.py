@@ -47,7 +47,10 @@ def test_parse_faults():
         "kill_during_save": {3},
     }
     assert parse_faults("") == {}
-    for bad in ("kill_at_step", "kill_at_step:0", "explode:3", "kill_at_step:x"):
+    # @<rank>: only that rank of a torchrun run
+    assert parse_faults("raise_at_step:3@1,kill_at_step:2", rank=0) == {"kill_at_step": {2}}
+    assert parse_faults("raise_at_step:3@1,kill_at_step:2", rank=1) == {"raise_at_step": {3}, "kill_at_step": {2}}
+    for bad in ("kill_at_step", "kill_at_step:0", "explode:3", "kill_at_step:x", "kill_at_step:2@x"):
         with pytest.raises(ValueError, match="AUGKD_FAULT: bad entry"):
             parse_faults(bad)
 
@@ -146,3 +149,83 @@ def test_sigkill_at_a_random_moment(tmp_path, tiny_overrides, reference):
     proc.communicate(timeout=300)
     _train(args, "--resume")
     _assert_same(reference, _snapshot(tmp_path / "tiny"), f"AUGKD_KILL_SEED={seed} (kill {delay:.2f}s after epoch 1)")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The soak: many kills at seeded random points, each followed by a resume (AUGKD_SOAK_SEED replays a failing draw)
+
+SOAK_SEED = int(os.environ.get("AUGKD_SOAK_SEED", "17"))
+SOAK_KILLS = 20
+SOAK_EPOCHS, SOAK_STEPS_PER_EPOCH = 6, 4  # 200 images in batches of 50
+SOAK_RUN = (*RUN[3:], "epochs=6", "eval_every=1", "threads=1", "checkpoint.keep_last=2", "kd.k=3")
+
+
+@pytest.fixture(scope="module")
+def soak(tmp_path_factory, tiny_overrides, one_thread) -> dict:
+    """A teacher, its cache of the soak run's 6 epochs built in one go, and the uninterrupted KD-from-cache run."""
+    root = tmp_path_factory.mktemp("soak")
+    _train(tiny_overrides(root / "teacher", "model.kwargs.width=12", "augment.policy=none"))
+    teacher = root / "teacher" / "tiny" / "best.pt"
+    cache_args = ["--teacher", str(teacher), "--epochs", str(SOAK_EPOCHS), "--k", "5", "-q"]
+    cache_args += tiny_overrides(root, *SOAK_RUN)
+    assert main(["teacher-cache", "--out", str(root / "cache"), *cache_args]) == 0
+    run_args = tiny_overrides(root / "reference", *SOAK_RUN, f"kd.cache={root / 'cache'}")
+    _train(run_args)
+    return {"root": root, "cache_args": cache_args, "reference": _snapshot(root / "reference" / "tiny")}
+
+
+def _run_step(run_dir: Path) -> int:
+    last = run_dir / "last.pt"
+    return int(load_checkpoint(last)["step"]) if last.is_file() else 0
+
+
+def _soak_fault(rng: random.Random, step: int) -> str:
+    """A fault the next process is sure to reach before the run ends: a step, or (with two epochs or more to go,
+    so that at least two checkpoint writes and two evaluation passes lie ahead) a checkpoint write or an
+    evaluation pass."""
+    total = SOAK_EPOCHS * SOAK_STEPS_PER_EPOCH
+    kinds = ["step", "save", "eval"] if total - step >= 2 * SOAK_STEPS_PER_EPOCH else ["step"]
+    kind = rng.choice(kinds)
+    if kind == "step":
+        return f"kill_at_step:{rng.randint(step + 1, min(total, step + 2 * SOAK_STEPS_PER_EPOCH))}"
+    return f"kill_during_save:{rng.randint(1, 2)}" if kind == "save" else f"kill_in_eval:{rng.randint(1, 2)}"
+
+
+@pytest.mark.slow
+def test_soak_kd_from_a_cache_killed_20_times_resumes_to_the_uninterrupted_run(tmp_path, tiny_overrides, soak):
+    rng = random.Random(SOAK_SEED)
+    args = tiny_overrides(tmp_path, *SOAK_RUN, f"kd.cache={soak['root'] / 'cache'}")
+    run_dir = tmp_path / "tiny"
+    faults = []
+    for i in range(SOAK_KILLS):
+        faults.append(_soak_fault(rng, _run_step(run_dir)))
+        proc = _start(args + (["--resume"] if i else []), faults[-1])
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == -signal.SIGKILL, (faults, err[-2000:])
+    assert {f.partition(":")[0] for f in faults} == {"kill_at_step", "kill_during_save", "kill_in_eval"}, faults
+    _train(args, "--resume")
+    _assert_same(soak["reference"], _snapshot(run_dir), f"AUGKD_SOAK_SEED={SOAK_SEED}: {faults}")
+
+
+@pytest.mark.slow
+def test_soak_teacher_cache_killed_at_random_points_equals_one_built_in_one_go(tmp_path, soak):
+    rng = random.Random(SOAK_SEED + 1)
+    out = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "augkd", "teacher-cache", "--out", str(out), *soak["cache_args"]]
+    faults = []
+    for _ in range(8):
+        done = len(list(out.glob("epoch_*.bin")))  # finished epochs: the next process builds the others
+        left = SOAK_EPOCHS - done
+        if rng.random() < 0.5:
+            faults.append(f"kill_at_teacher_batch:{rng.randint(1, left * SOAK_STEPS_PER_EPOCH)}")
+        else:
+            faults.append(f"kill_during_cache_write:{rng.randint(1, left)}")
+        proc = subprocess.run(cmd, env={**env, "AUGKD_FAULT": faults[-1]}, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == -signal.SIGKILL, (faults, proc.stderr[-2000:])
+    assert subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300).returncode == 0
+    reference = soak["root"] / "cache"
+    names = sorted(p.name for p in reference.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == names, faults
+    for name in names:
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), (name, faults)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import io
 
 import numpy as np
@@ -7,7 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-from augkd.data.decode import decode_files, decode_one, resize_center_crop, target_short_side
+from augkd.data.decode import (
+    DECODER_FIXTURE_SHA256,
+    DECODER_VERSION,
+    decode_files,
+    decode_one,
+    resize_center_crop,
+    target_short_side,
+)
 
 
 def _pattern(h: int, w: int) -> np.ndarray:
@@ -110,3 +118,53 @@ def test_16_bit_images_are_scaled_to_8_bits(tmp_path, ext):
     image = decode_one(tmp_path / f"deep.{ext}")
     expected = torch.tensor([[0, 1, 128, 255, 4, 255]], dtype=torch.uint8)  # round(v / 257), not v mod 256
     assert image.dtype == torch.uint8 and all(torch.equal(image[c], expected) for c in range(3))
+
+
+def _fixture_images(folder, real_jpegs) -> list:
+    """Images of every kind the decoder treats differently, from fixed bytes or lossless encodings of fixed
+    pixels (so only the decoder can change what they decode to)."""
+    pattern = _pattern(30, 40)
+    deep = (np.arange(20 * 24, dtype=np.uint32).reshape(20, 24) * 137 % 65536).astype(np.uint16)
+    made = {
+        "rgb.png": Image.fromarray(pattern),
+        "grey.png": Image.fromarray(pattern).convert("L").resize((20, 20)),
+        "palette.png": Image.fromarray(pattern).convert("P"),
+        "rgba.png": Image.fromarray(pattern).convert("RGBA"),
+        "rgb.bmp": Image.fromarray(pattern),
+        "cmyk.tif": Image.fromarray(pattern).convert("CMYK"),
+        "lossless.webp": Image.fromarray(pattern),
+        "deep.png": Image.fromarray(deep),
+        "deep.tif": Image.fromarray(deep),
+    }
+    paths = []
+    for name, image in made.items():
+        image.save(folder / name, **({"lossless": True} if name.endswith("webp") else {}))
+        paths.append(folder / name)
+    for i, data in enumerate(real_jpegs["cat"][:3]):  # JPEG: fixed bytes from the shared archive
+        (folder / f"cat{i}.jpg").write_bytes(data)
+        paths.append(folder / f"cat{i}.jpg")
+    return paths
+
+
+def test_the_decoder_version_is_tied_to_what_decoding_gives(tmp_path, real_jpegs):
+    """A change in decoding (a decoder, a colour conversion, the 16-bit rule, the resize rule) changes this digest,
+    and the test then demands a new DECODER_VERSION: the decoded-data cache key, so no stale cache is read."""
+    h = hashlib.sha256()
+    for path in _fixture_images(tmp_path, real_jpegs):
+        for size, crop in ((None, 1.0), (32, 1.0), (24, 0.875)):
+            h.update(decode_one(path, size, crop).contiguous().numpy().tobytes())
+    digest = h.hexdigest()
+    assert DECODER_FIXTURE_SHA256.get(DECODER_VERSION) == digest, (
+        f"decoding changed (fixture digest {digest}): add DECODER_VERSION = {DECODER_VERSION + 1} with this digest to "
+        "DECODER_FIXTURE_SHA256 in augkd/data/decode.py"
+    )
+    versions = list(DECODER_FIXTURE_SHA256.values())
+    assert len(set(versions)) == len(versions)  # one version per behaviour: an old digest is never reused
+
+
+def test_a_new_decoder_version_gives_a_new_cache_key(monkeypatch):
+    from augkd.data import cache
+
+    before = cache.fingerprint_files("/", [], {"size": 32})
+    monkeypatch.setattr(cache, "DECODER_VERSION", DECODER_VERSION + 1)
+    assert cache.fingerprint_files("/", [], {"size": 32}) != before

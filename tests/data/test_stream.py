@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
@@ -155,3 +157,26 @@ def test_bad_file_error_or_skip(make_tree):
     assert [p.endswith("dog/0001.jpg") for p, _ in loader.skipped] == [True]
     _epoch(loader, 1)
     assert len(loader.skipped) == 1  # reported once
+
+
+def test_skipped_files_under_ddp_leave_every_rank_the_same_number_of_steps(make_tree):
+    """Rank 1's shard is all unreadable files: it still yields one (empty) batch per step, as rank 0 does, so the
+    ranks' gradient all-reduces pair up (a missing step would hang the others)."""
+    root = make_tree(("train",), per_class=4)
+    train = scan_stream_split(root, "train")
+    for sid in range(1, len(train.sample_ids), 2):  # the odd sample ids: rank 1's whole shard without shuffling
+        (root / "train" / train.files[sid]).write_bytes(b"not an image")
+    transform = TrainCrop(RandomCropFlip(32, seed=0), 32)
+    steps = []
+    for rank in (0, 1):
+        loader = StreamLoader(
+            train, 2, shuffle=False, transform=transform, workers=0, bad_files="skip", rank=rank, world_size=2
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            batches = _epoch(loader, 0)
+        steps.append(len(batches))
+        assert len(batches) == len(loader) == 3
+        assert [len(b.labels) for b in batches] == ([2, 2, 2] if rank == 0 else [0, 0, 0])
+        assert len(loader.skipped) == (0 if rank == 0 else 6)
+    assert steps[0] == steps[1]

@@ -15,7 +15,8 @@ from augkd.cli import main
 from augkd.config import load_config
 from augkd.data import build_datasets, dataset_stats, subset_per_class
 from augkd.data.pipeline import Normalize
-from augkd.distill.cache import CacheError, TeacherCache, epoch_path
+from augkd.digest import TRAILER_BYTES
+from augkd.distill.cache import CacheError, CacheLayout, TeacherCache, epoch_path, write_epoch
 from augkd.distill.loss import TopKKL
 from augkd.distill.task import CachedDistillationTask, DistillationTask
 from augkd.registry import Registry
@@ -225,8 +226,7 @@ def test_other_data_other_teacher_and_damaged_caches_are_errors(
         check(cache, f"kd.teacher={other_teacher}")
     broken = tmp_path / "broken"
     shutil.copytree(cache, broken)
-    with open(epoch_path(broken, 1), "r+b") as f:  # a truncated epoch file counts as missing
-        f.truncate(100)
+    epoch_path(broken, 1).unlink()
     with pytest.raises(RunError, match="cache has epochs 0..0; missing epoch_0001.bin"):
         check(broken)
     (broken / "header.json").write_text("{not json")
@@ -325,3 +325,133 @@ def test_a_new_stage_changes_the_key_and_reaches_trainer_and_cache(
     cached = per_step_losses(tiny(tmp_path / "cached", f"kd.cache={out}", "epochs=1"), epochs=1)
     assert len(live) == len(cached) == 4
     assert max(abs(a - b) for x, y in zip(live, cached) for a, b in zip(x, y)) <= 1e-6
+
+
+def _flip_byte(path, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x10]))
+
+
+def _truncate(path, size: int) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(size)
+
+
+# (what is done to epoch 1 of a copy, the error of a run's check before training or None, the error of the first
+# lookup in epoch 1). A flipped byte keeps the size and the seal, so only hashing on first open finds it.
+DAMAGE = {
+    "flipped byte": (lambda root: _flip_byte(epoch_path(root, 1), 7), None, "contents differ from their seal"),
+    "flipped seal byte": (
+        lambda root: _flip_byte(epoch_path(root, 1), epoch_path(root, 1).stat().st_size - TRAILER_BYTES + 2),
+        "no seal at the end of the file",
+        "no seal at the end of the file",
+    ),
+    "truncated": (lambda root: _truncate(epoch_path(root, 1), 100), "too short to hold its seal", "too short"),
+    "truncated payload": (
+        lambda root: _truncate(epoch_path(root, 1), epoch_path(root, 1).stat().st_size - 1),
+        "damaged seal|no seal",
+        "damaged seal|no seal",
+    ),
+    "missing": (lambda root: epoch_path(root, 1).unlink(), "missing epoch_0001.bin", "missing"),
+    "renamed from epoch 0": (
+        lambda root: shutil.copyfile(epoch_path(root, 0), epoch_path(root, 1)),
+        "sealed as epoch 0, expected epoch 1",
+        "sealed as epoch 0, expected epoch 1",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_epoch_file_is_refused_in_one_line_and_rebuilt(
+    tmp_path, capsys, tiny, tiny_overrides, teacher_ckpt, cache, train_set, damage
+):
+    do, before_training, on_lookup = DAMAGE[damage]
+    broken = tmp_path / "broken"
+    shutil.copytree(cache, broken)
+    do(broken)
+    cfg = tiny(tmp_path, f"kd.cache={broken}", "epochs=2")
+    if before_training is None:
+        check_cache(cfg, train_set)
+    else:
+        with pytest.raises(RunError, match=before_training):
+            check_cache(cfg, train_set)
+    reader = TeacherCache(broken)
+    reader.lookup(0, reader.sample_ids[:4], 3, 2.0)  # epoch 0 is intact
+    with pytest.raises(CacheError, match=f"epoch_0001.bin: .*({on_lookup}).* \\(epoch 1; run `augkd teacher-cache`"):
+        reader.lookup(1, reader.sample_ids[:4], 3, 2.0)
+    if before_training is None:  # what a training run prints: one line naming the file
+        assert main(["train", "-q", *tiny_overrides(tmp_path / "run", POLICY), f"kd.cache={broken}", "epochs=2"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "epoch_0001.bin" in err and "sha256 mismatch" in err, err
+    # Built again, only the damaged epoch is redone, and the cache equals the one built in one go, byte for byte.
+    args = {"teacher": str(teacher_ckpt), "epochs": 2, "k": CACHE_K, "dataset": train_set, "quiet": True}
+    summary = build_teacher_cache(tiny(tmp_path), broken, **args)
+    assert summary["kept"] == [0] and summary["written"] == [1]
+    assert summary["rebuilt"] == ([] if damage == "missing" else [1])
+    for epoch in (0, 1):
+        assert epoch_path(broken, epoch).read_bytes() == epoch_path(cache, epoch).read_bytes()
+
+
+def test_epoch_files_carry_their_key_so_a_lost_header_never_adopts_them(tmp_path, tiny, teacher_ckpt, cache, train_set):
+    args = {"teacher": str(teacher_ckpt), "epochs": 2, "k": CACHE_K, "dataset": train_set, "quiet": True}
+    lost = tmp_path / "lost"
+    shutil.copytree(cache, lost)
+    header = json.loads((lost / "header.json").read_text())
+    # A header edited (or replaced by another cache's) no longer matches the key sealed into the epoch files.
+    header["key"]["seed"] = 5
+    (lost / "header.json").write_text(json.dumps(header))
+    with pytest.raises(RunError, match=r"epoch_0000.bin: built with other settings than this cache's \(seal key"):
+        check_cache(tiny(tmp_path, f"kd.cache={lost}", "epochs=2", "seed=5"), train_set)
+    # header.json gone, then a build with another policy: the old epoch files are rebuilt, never adopted.
+    (lost / "header.json").unlink()
+    summary = build_teacher_cache(tiny(tmp_path, "augment.policy=geo-n2-m6"), lost, **args)
+    assert summary["kept"] == [] and summary["written"] == [0, 1] and summary["rebuilt"] == [0, 1]
+    assert epoch_path(lost, 1).read_bytes() != epoch_path(cache, 1).read_bytes()
+    # and back to the first policy (header lost again): the same bytes as the original cache
+    (lost / "header.json").unlink()
+    build_teacher_cache(tiny(tmp_path), lost, **args)
+    assert epoch_path(lost, 1).read_bytes() == epoch_path(cache, 1).read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"indices": 10}, r"row 0 holds class index \[10, 1, 2\] outside \[0, 10\)"),
+        ({"indices": -1}, r"row 0 holds class index \[-1, 1, 2\] outside"),
+        ({"indices": 0, "all_rows": True}, r"row 0 repeats a class in its top-K indices \[0, 0, 0\]"),
+        ({"logits": float("nan")}, "row 0 of the logits block is not finite"),
+        ({"stats": float("inf")}, "row 0 of the stats block is not finite"),
+        ({"logits": 99.0}, "row 0 holds logits out of top-K order"),
+    ],
+)
+def test_impossible_values_under_a_valid_seal_are_refused_on_load(tmp_path, cache, values, message):
+    """A writer that sealed wrong values (a bug, zeroed rows): the first open checks ranges and names the file."""
+    root = tmp_path / "c"
+    shutil.copytree(cache, root)
+    header = json.loads((root / "header.json").read_text())
+    rows, classes = header["rows"], header["num_classes"]
+    top_idx = torch.tensor([0, 1, 2]).expand(rows, 3).clone()
+    top_val = torch.tensor([3.0, 2.0, 1.0]).expand(rows, 3).clone()
+    stats = torch.zeros(rows, 4)
+    if "indices" in values:
+        top_idx[slice(None) if values.get("all_rows") else 0] = values["indices"]
+        if not values.get("all_rows"):
+            top_idx[0, 1:] = torch.tensor([1, 2])
+    if "logits" in values:
+        top_val[0, 1] = values["logits"]
+    if "stats" in values:
+        stats[0, 2] = values["stats"]
+    header["k"] = 3
+    layout = CacheLayout(rows, 3, classes)
+    out = tmp_path / "bad"
+    out.mkdir()
+    shutil.copy(root / "sample_ids.npy", out)
+    (out / "header.json").write_text(json.dumps(header))
+    write_epoch(out, 0, layout, top_idx, top_val, stats, header)
+    bad = TeacherCache(out)
+    assert bad.epochs == [0]  # the seal is fine
+    with pytest.raises(CacheError, match=f"epoch_0000.bin: {message}"):
+        bad.lookup(0, bad.sample_ids[:4], 3, 2.0)

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,7 @@ def test_only_rank_zero_prints_and_writes(runs):
     assert summary["world_size"] == 2 and summary["train_images"] == 200
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
         [
+            ".augkd.lock",
             "best.pt",
             "ckpt_epoch0001.pt",
             "ckpt_epoch0002.pt",
@@ -128,3 +130,51 @@ def test_environment_and_single_process_defaults(monkeypatch):
         distributed.convert_sync_bn(torch.nn.BatchNorm2d(4), DistEnv(0, 0, 2), torch.device("cpu"))
     with pytest.raises(DistributedError, match="use device=cuda or device=auto"):
         distributed.rank_device(torch.device("cuda", 1), DistEnv(0, 0, 2))
+
+
+def _torchrun_failing(
+    cmd_tail: list[str], fault: str | None, timeout: int = 240
+) -> tuple[subprocess.CompletedProcess, float]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])
+    if fault:
+        env["AUGKD_FAULT"] = fault
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *cmd_tail]
+    t0 = time.monotonic()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    return out, time.monotonic() - t0
+
+
+def test_a_failing_rank_ends_the_run_with_its_one_line_error_shown_once(tmp_path, tiny_overrides):
+    """AUGKD_FAULT on rank 1 only: the run ends (not at the 30-minute collective timeout) and the failing rank's
+    one-line error is printed once; the other rank prints nothing of its own."""
+    args = ["-m", "augkd", "train", "-q", *_overrides(tiny_overrides, tmp_path, "epochs=2")]
+    out, _ = _torchrun_failing(args, "nan_loss_at_step:2@1")
+    assert out.returncode != 0
+    lines = [line for line in (out.stdout + out.stderr).splitlines() if "augkd train: error:" in line]
+    assert len(lines) == 1 and "epoch 1, step 2: the training loss is nan" in lines[0], out.stderr[-3000:]
+    assert "[rank0]" not in out.stderr and "[rank1]" not in out.stderr  # no traceback of a rank
+
+
+WATCHDOG = """
+import time, torch, torch.distributed as dist
+from augkd.train import distributed
+env, _ = distributed.init(torch.device("cpu"))
+if env.rank == 1:  # fails, tells the others, and then never exits (as a rank stuck tearing down NCCL)
+    distributed.report_failure(RuntimeError("rank 1 broke"))
+    time.sleep(600)
+else:  # blocked in a collective that rank 1 never joins: only the watchdog can end it
+    dist.barrier()
+    print("barrier returned", flush=True)
+"""
+
+
+def test_the_watchdog_ends_a_rank_blocked_in_a_collective_within_seconds(tmp_path):
+    script = tmp_path / "watchdog.py"
+    script.write_text(WATCHDOG)
+    out, seconds = _torchrun_failing([str(script)], None)
+    assert out.returncode != 0 and "barrier returned" not in out.stdout
+    # Start-up of two processes plus one watch interval and the grace period; nowhere near the 30-minute timeout
+    # or rank 1's 600-second sleep.
+    assert seconds < 120, seconds
+    assert "exitcode  : 1" in out.stderr  # rank 0 ended by its watchdog (PEER_FAILED_EXIT)

@@ -125,3 +125,29 @@ def test_dry_run_uses_a_real_teacher_when_it_exists(tmp_path, tiny_overrides):
     res = dry_run(student)
     assert res["notes"] == [] and res["kd"]["k"] == 3 and res["batch_shape"] == [4, 3, 32, 32]
     assert not (tmp_path / "s").exists()
+
+
+def test_dry_run_checks_a_teacher_cache_without_its_training_set(tmp_path, tiny_overrides, sealed_teacher_cache):
+    """--dry-run with kd.cache: the cache's header and epoch files are checked (its training set is not built),
+    the step runs with a stand-in teacher, and a cache that cannot serve the run is one line."""
+    from augkd.distill.cache import epoch_path
+    from augkd.train.loop import RunError
+
+    def config(*extra: str) -> TrainConfig:
+        return load_config(
+            TrainConfig, None, tiny_overrides(tmp_path / "s", "epochs=2", "augment.policy=ra-n2-m9", *extra)
+        )
+
+    cache = sealed_teacher_cache(config(), epochs=2)
+    with_cache = config(f"kd.cache={cache}")
+    res = dry_run(with_cache)
+    assert res["kd"]["k"] == 3 and "train_kd_loss" in res["losses"]
+    assert any(n.startswith(f"kd.cache {cache}: header and the 2 epoch files") for n in res["notes"]), res["notes"]
+    with pytest.raises(RunError, match="kd.cache: .*built with seed=0, but this run has 7"):
+        dry_run(config(f"kd.cache={cache}", "seed=7"))
+    with pytest.raises(RunError, match="kd.cache: .*the run trains 3 epochs but the cache has epochs 0..1"):
+        dry_run(config(f"kd.cache={cache}", "epochs=3"))
+    epoch_path(cache, 1).write_bytes(epoch_path(cache, 0).read_bytes())
+    with pytest.raises(RunError, match="kd.cache: .*epoch_0001.bin: sealed as epoch 0, expected epoch 1"):
+        dry_run(with_cache)
+    assert not (tmp_path / "s").exists()

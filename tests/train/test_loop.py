@@ -287,7 +287,7 @@ def test_overwrite_removes_the_old_run_before_training(tmp_path, monkeypatch, ti
         _stop_after(m, 0)
         with pytest.raises(KeyboardInterrupt):
             train(tiny_config(tmp_path, "epochs=1"), quiet=True, overwrite=True)
-    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+    assert sorted(p.name for p in run.iterdir()) == [".augkd.lock", "config.yaml"]
 
 
 def test_busy_cpu_note(monkeypatch):
@@ -313,3 +313,35 @@ def test_a_large_drop_last_remainder_is_noted(capsys, tmp_path, tiny_overrides):
     assert "200 training images make 2 full batches of 90; each epoch leaves out 20 of them" in err
     setup_run(load_config(TrainConfig, None, tiny_overrides(tmp_path, "batch_size=50", "threads=1")), quiet=False)
     assert "leaves out" not in capsys.readouterr().err
+
+
+def test_an_empty_batch_is_a_step_that_changes_nothing_but_the_step(tmp_path, tiny_config):
+    """Under DDP a rank whose share of a batch was all unreadable files gets an empty batch: it must still take
+    the step (zero loss, so its gradient adds nothing) and leave the epoch's figures to the real images."""
+    from augkd.data.loader import Batch
+    from augkd.train.loop import setup_run, train_one_epoch
+
+    run = setup_run(tiny_config(tmp_path, "epochs=1", "optim.weight_decay=0", "optim.momentum=0"), quiet=True)
+    real = run.train_loader
+    first = next(iter(real))
+    empty = Batch(first.images[:0], first.labels[:0], first.indices[:0])
+
+    class WithEmpty:
+        dataset = real.dataset
+
+        def __len__(self):
+            return 1
+
+        def set_epoch(self, epoch):
+            real.set_epoch(epoch)
+
+        def __iter__(self):
+            yield empty
+
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    run.train_loader = WithEmpty()
+    with pytest.raises(RunError, match="every step had a non-finite loss"):  # no image seen at all this epoch
+        train_one_epoch(run, 0, progress=False)
+    assert run.step == 1
+    for key, value in run.model.state_dict().items():  # zero gradient, no decay, BatchNorm statistics untouched
+        assert torch.equal(value, before[key]), key

@@ -82,3 +82,12 @@ def test_cli_plan_json(capsys, tiny_overrides, tmp_path):
     assert main(["plan", "--config", demo, "--gpus", "3", *tiny]) == 2
     err = capsys.readouterr().err
     assert err.startswith("augkd plan: error:") and "does not split evenly over 3 processes" in err
+
+
+def test_plan_checks_a_teacher_cache_and_times_a_stand_in_teacher(tiny, sealed_teacher_cache):
+    cfg = tiny("augment.policy=ra-n2-m9")
+    cache = sealed_teacher_cache(cfg, epochs=3)
+    p = plan(tiny("augment.policy=ra-n2-m9", f"kd.cache={cache}"), gpus=1, steps=1, warmup=0)
+    assert any(n.startswith(f"kd.cache {cache}: header and the 3 epoch files") for n in p["notes"]), p["notes"]
+    with pytest.raises(RunError, match="kd.cache: .*built with augment.policy='ra-n2-m9', but this run has 'none'"):
+        plan(tiny("augment.policy=none", f"kd.cache={cache}"), gpus=1, steps=1, warmup=0)

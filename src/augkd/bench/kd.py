@@ -42,13 +42,14 @@ def _write_bench_cache(root: Path, top: TeacherTopK, indices: torch.Tensor, temp
     k = top.indices.shape[1]
     layout = CacheLayout(_CACHE_ROWS, k, 10)
     header = {"key": {}, "k": k, "temperature": temperature, "num_classes": 10, "rows": _CACHE_ROWS}
-    prepare_cache_dir(root, {**header, "logits_dtype": "float32"}, torch.arange(_CACHE_ROWS))
-    top_idx = torch.zeros(_CACHE_ROWS, k, dtype=torch.int64)
+    header = {**header, "logits_dtype": "float32"}
+    prepare_cache_dir(root, header, torch.arange(_CACHE_ROWS))
+    top_idx = torch.arange(k).expand(_CACHE_ROWS, k).clone()  # rows no batch reads still hold a valid top-K list
     top_val = torch.zeros(_CACHE_ROWS, k)
     stats = torch.zeros(_CACHE_ROWS, 4)
     top_idx[indices], top_val[indices] = top.indices, top.logits
     stats[indices] = torch.stack([top.lse, top.lse, top.entropy, top.log_p_label], dim=1)
-    write_epoch(root, 0, layout, top_idx, top_val, stats)
+    write_epoch(root, 0, layout, top_idx, top_val, stats, header)
     return TeacherCache(root)
 
 

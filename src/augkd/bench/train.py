@@ -254,7 +254,7 @@ def run_train_benchmark(
     """
     import os
 
-    from augkd.train.loop import resolve_amp, resolve_device
+    from augkd.train.build import resolve_amp, resolve_device
 
     if image_size not in (32, 224):
         raise ValueError(f"image_size must be 32 or 224, got {image_size}")

@@ -35,7 +35,25 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
-__all__ = ["BadFile", "decode_files", "decode_one", "resize_center_crop", "target_short_side"]
+__all__ = [
+    "DECODER_FIXTURE_SHA256",
+    "DECODER_VERSION",
+    "BadFile",
+    "decode_files",
+    "decode_one",
+    "resize_center_crop",
+    "target_short_side",
+]
+
+#: Version of what decoding gives for the same file: part of the decoded-data cache key, so a cache made by an
+#: older decoder is never read back. 1: before 16-bit PNG/TIFF were scaled to 8 bits; 2: scaled.
+DECODER_VERSION = 2
+#: SHA-256 of the decoder's output on the fixture images of ``tests/data/test_decode.py`` for each version. The
+#: test decodes them and requires this version's digest: a change in decoding fails it until it gets a new
+#: version (and so a new cache key), with the new digest added here.
+DECODER_FIXTURE_SHA256 = {
+    2: "ac7cf23e13a4b7694f988e99b0d1a9dda200d27676a4265b1a6a8071d108ff0b",
+}
 
 #: (path, reason) of an image that could not be decoded.
 BadFile = tuple[str, str]

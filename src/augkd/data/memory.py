@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from augkd.augment import rng
-from augkd.data.cache import fingerprint_files, load_tensors, save_tensors
+from augkd.data.cache import DataCacheError, fingerprint_files, load_tensors, save_tensors
 from augkd.data.decode import BadFile, decode_files
 from augkd.data.folder import FolderSplit, scan_image_folder
 
@@ -189,9 +189,41 @@ def subset_per_class(dataset: InMemoryDataset, n: int, seed: int) -> InMemoryDat
     return dataset.select(positions, subset={"per_class": n, "seed": seed})
 
 
+def _check_entry(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path) -> None:
+    """Ranges and shapes of a cache entry read back (its bytes passed their seal; a faulty writer could still lie).
+
+    Raises:
+        DataCacheError: one line naming the file and the first impossible value.
+    """
+    pt = path.with_suffix(".pt")
+    hint = f"delete {pt.name} and {pt.with_suffix('.json').name} to decode again"
+    missing = [k for k in ("images", "labels", "sample_ids") if k not in tensors]
+    missing += [k for k in ("classes", "split_size", "name", "split", "source", "files") if k not in meta]
+    if missing:
+        raise DataCacheError(f"{pt}: decoded-data cache entry lacks {', '.join(missing)}; {hint}")
+    images, labels, ids = tensors["images"], tensors["labels"], tensors["sample_ids"]
+    n, classes, size = len(images), meta["classes"], meta.get("params", {}).get("size")
+    problem = None
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        problem = f"images of {images.dtype} {tuple(images.shape)}, not uint8 (N, 3, H, W)"
+    elif size is not None and tuple(images.shape[2:]) != (size, size):
+        problem = f"{tuple(images.shape[2:])} images, not {size}x{size}"
+    elif labels.shape != (n,) or ids.shape != (n,) or len(meta["files"]) != n:
+        problem = f"{n} images but {tuple(labels.shape)} labels, {tuple(ids.shape)} ids, {len(meta['files'])} files"
+    elif labels.is_floating_point() or ids.is_floating_point():
+        problem = "labels or sample ids that are not integers"
+    elif n and not 0 <= int(labels.min()) <= int(labels.max()) < len(classes):
+        problem = f"labels in [{int(labels.min())}, {int(labels.max())}], outside [0, {len(classes)})"
+    elif n and (int(ids[0]) < 0 or int(ids[-1]) >= int(meta["split_size"]) or bool((ids[1:] <= ids[:-1]).any())):
+        problem = f"sample ids that are not ascending in [0, {meta['split_size']})"
+    if problem:
+        raise DataCacheError(f"{pt}: decoded-data cache entry holds {problem}; {hint}")
+
+
 def _from_entry(
     tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path, hit: bool, bad_files: str
 ) -> InMemoryDataset:
+    _check_entry(tensors, meta, path)
     skipped = [(p, r) for p, r in meta.get("skipped", [])]
     if skipped and bad_files == "error":
         path_, reason = skipped[0]

@@ -139,7 +139,7 @@ class BatchPipeline(nn.Module):
 
     @torch.no_grad()
     def forward(self, batch: Batch, epoch: int) -> Batch:
-        for stage in self.stages.values():
+        for stage in self.stages.values() if len(batch.indices) else ():  # an empty batch (DDP, all files bad)
             batch = stage(batch, epoch)
         return batch._replace(images=self.normalize(batch.images))
 

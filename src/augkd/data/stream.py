@@ -335,8 +335,8 @@ class StreamLoader(DeviceLoader):
                 self._note_skipped([(self.dataset.path(int(rows[i])), errors[i]) for i in bad])
                 keep = torch.tensor([not e for e in errors])
                 images, rows = images[keep], rows[keep]
-                if not len(rows):
-                    continue
+                if not len(rows) and self.world_size == 1:
+                    continue  # under DDP an empty batch is still yielded: every rank takes the same steps
             yield Batch(self._to_device(images), self._to_device(labels[rows]), self._to_device(sample_ids[rows]))
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:

@@ -24,17 +24,25 @@ On disk, ``DIR/``::
     sample_ids.npy     int64 (N,): the sample id of each row (ascending)
     epoch_0000.bin     one raw file per epoch, three blocks (64-byte aligned), read with numpy.memmap:
                        indices (N, K) int16|int32, logits (N, K) float32|float16, stats (N, 4) float32
-                       [lse at T, lse at 1, entropy, log p(label)]
+                       [lse at T, lse at 1, entropy, log p(label)], then a 256-byte seal (:mod:`augkd.digest`):
+                       the SHA-256 of the blocks, the epoch, and the digest of the cache's identity (key, K, T,
+                       classes, rows, logits dtype)
 
 Every file is written to a temporary name and renamed into place, so an epoch file exists exactly when it is
-complete: an interrupted build keeps its finished epochs and redoes the partial one.
+complete: an interrupted build keeps its finished epochs and redoes the partial one. An epoch file is trusted
+only under its seal: a reader hashes it when it first opens it and checks its class indices and values, and
+refuses, in one line naming the file, a flipped or truncated byte, a file of another epoch renamed into place,
+or a file built under another key (e.g. left behind when ``header.json`` was lost and rewritten). A build run
+again over a damaged cache rebuilds exactly the epochs whose files fail their seal.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +50,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from augkd import faults
+from augkd.digest import TRAILER_BYTES, SealError, check_seal, encode_trailer, make_seal, read_trailer
 from augkd.distill.loss import TeacherTopK
 from augkd.io import atomic_write_bytes, atomic_write_text
 
@@ -54,6 +64,7 @@ __all__ = [
     "CacheError",
     "CacheLayout",
     "TeacherCache",
+    "cache_identity",
     "cache_key",
     "dataset_fingerprint",
     "describe_dataset_for_cache",
@@ -61,10 +72,12 @@ __all__ = [
     "file_sha256",
     "finished_epochs",
     "prepare_cache_dir",
+    "validate_epoch",
+    "verify_epochs",
     "write_epoch",
 ]
 
-CACHE_FORMAT = "augkd-teacher-cache/2"  # 2: the key is the training pipeline's own (stage by stage)
+CACHE_FORMAT = "augkd-teacher-cache/2"  # 2: the key is the pipeline's own (stage by stage); epoch files sealed
 HEADER = "header.json"
 SAMPLE_IDS = "sample_ids.npy"
 #: Storage dtypes of the top-K logits (the four per-image statistics stay float32).
@@ -72,6 +85,9 @@ LOGITS_DTYPES = ("float32", "float16")
 #: Columns of the per-image statistics block.
 STATS = ("lse_t", "lse_1", "entropy", "log_p_label")
 _ALIGN = 64
+_WRITES = itertools.count(1)  # epoch-file writes of this process, for AUGKD_FAULT=kill_during_cache_write:<n>
+#: Header entries that decide an epoch file's bytes: their digest is sealed into every epoch file.
+IDENTITY = ("key", "k", "temperature", "num_classes", "rows", "logits_dtype")
 
 #: How a mismatch of a key entry is named to the user (``pipeline.*`` entries are named by their own path: the
 #: stage and the setting, e.g. ``pipeline.stages.augment.policy.magnitude``).
@@ -183,7 +199,9 @@ class CacheLayout:
         ):
             self.blocks[name] = (offset, dtype, shape)
             offset += -(-(dtype.itemsize * math.prod(shape)) // _ALIGN) * _ALIGN
-        self.epoch_bytes = offset
+        self.payload_bytes = offset
+        #: Size of an epoch file: the blocks and the seal.
+        self.epoch_bytes = offset + TRAILER_BYTES
 
     @property
     def bytes_per_sample(self) -> int:
@@ -199,7 +217,7 @@ class CacheLayout:
 
     def encode(self, indices: torch.Tensor, logits: torch.Tensor, stats: torch.Tensor) -> bytes:
         """The bytes of one epoch file from the (rows, K) indices and logits and the (rows, 4) statistics."""
-        buf = bytearray(self.epoch_bytes)
+        buf = bytearray(self.payload_bytes)
         for name, tensor in (("indices", indices), ("logits", logits), ("stats", stats)):
             offset, dtype, shape = self.blocks[name]
             view = np.frombuffer(buf, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
@@ -233,7 +251,9 @@ def _read_header(root: Path) -> dict[str, Any]:
         raise CacheError(f"{path}: unreadable cache header ({exc})") from None
     if not isinstance(header, dict) or header.get("format") != CACHE_FORMAT:
         got = header.get("format") if isinstance(header, dict) else None
-        raise CacheError(f"{path}: not a teacher cache of format {CACHE_FORMAT} (format={got!r})")
+        older = isinstance(got, str) and got.startswith("augkd-teacher-cache/")
+        hint = "; built by an older augkd without sealed epoch files: delete it and build it again" if older else ""
+        raise CacheError(f"{path}: not a teacher cache of format {CACHE_FORMAT} (format={got!r}){hint}")
     missing = [k for k in ("key", "k", "temperature", "num_classes", "rows", "logits_dtype") if k not in header]
     if missing:
         raise CacheError(f"{path}: damaged cache header (no {', '.join(missing)})")
@@ -244,30 +264,77 @@ def _layout_of(header: Mapping[str, Any]) -> CacheLayout:
     return CacheLayout(int(header["rows"]), int(header["k"]), int(header["num_classes"]), header["logits_dtype"])
 
 
-def finished_epochs(root: str | Path, header: Mapping[str, Any]) -> list[int]:
-    """Epochs whose file is complete (present with the expected size), ascending."""
-    root, size = Path(root), _layout_of(header).epoch_bytes
-    done = []
+def cache_identity(header: Mapping[str, Any]) -> dict[str, Any]:
+    """What decides an epoch file's bytes (the key, K, T, classes, rows, logits dtype): sealed into every file."""
+    return {name: json.loads(json.dumps(header[name])) for name in IDENTITY}
+
+
+def _check_epoch_file(path: Path, header: Mapping[str, Any], epoch: int, contents: bool) -> None:
+    """Raise :class:`SealError` unless ``path`` is a sealed epoch file of this cache's identity and ``epoch``."""
+    seal = read_trailer(path)
+    check_seal(path, seal, cache_identity(header), contents=contents, epoch=epoch)
+    if seal["bytes"] + TRAILER_BYTES != _layout_of(header).epoch_bytes:
+        raise SealError(f"{path}: {seal['bytes']} bytes sealed, the layout has {_layout_of(header).payload_bytes}")
+
+
+def _epoch_files(root: Path) -> dict[int, Path]:
+    files = {}
     for path in root.glob("epoch_*.bin"):
         stem = path.stem.removeprefix("epoch_")
-        if stem.isdigit() and path.stat().st_size == size:
-            done.append(int(stem))
-    return sorted(done)
+        if stem.isdigit():
+            files[int(stem)] = path
+    return files
 
 
-def prepare_cache_dir(root: str | Path, header: dict[str, Any], sample_ids: torch.Tensor) -> list[int]:
-    """Create a cache folder for ``header`` or reopen one built with the same settings; return finished epochs.
+def verify_epochs(
+    root: str | Path, header: Mapping[str, Any], *, contents: bool = True
+) -> tuple[list[int], dict[int, str]]:
+    """Sort the epoch files of a cache folder into good and damaged.
 
-    Leftover temporary files of an interrupted build are removed.
+    Args:
+        root: the cache folder.
+        header: its header (the seal of every epoch file must carry its :func:`cache_identity`).
+        contents: hash every file (otherwise only sizes and seals are compared: no payload is read).
+
+    Returns:
+        ``(good, damaged)``: the epochs whose file holds its seal, ascending, and ``{epoch: reason}`` of the
+        others (a one-line reason naming the file).
+    """
+    good, damaged = [], {}
+    for epoch, path in sorted(_epoch_files(Path(root)).items()):
+        try:
+            _check_epoch_file(path, header, epoch, contents)
+        except SealError as exc:
+            damaged[epoch] = str(exc)
+        else:
+            good.append(epoch)
+    return good, damaged
+
+
+def finished_epochs(root: str | Path, header: Mapping[str, Any]) -> list[int]:
+    """Epochs whose file is complete and sealed for this cache (sizes and seals only; no payload is read)."""
+    return verify_epochs(root, header, contents=False)[0]
+
+
+def prepare_cache_dir(
+    root: str | Path, header: dict[str, Any], sample_ids: torch.Tensor
+) -> tuple[list[int], dict[int, str]]:
+    """Create a cache folder for ``header`` or reopen one built with the same settings.
+
+    Leftover temporary files of an interrupted build are removed and every epoch file is checked against its
+    seal (hashed), so a build run again redoes exactly the missing and damaged epochs.
+
+    Returns:
+        ``(good, damaged)`` as :func:`verify_epochs`.
 
     Raises:
-        CacheError: the folder holds a cache built with other settings (named), or a damaged one.
+        CacheError: the folder holds a cache built with other settings (named), or a damaged header.
     """
     root = Path(root)
     header = {"format": CACHE_FORMAT, **header}
     if (root / HEADER).exists():
         old = _read_header(root)
-        for field in ("key", "k", "temperature", "num_classes", "rows", "logits_dtype"):
+        for field in IDENTITY:
             if old[field] != json.loads(json.dumps(header[field])):
                 what = field
                 if field == "key":
@@ -276,26 +343,85 @@ def prepare_cache_dir(root: str | Path, header: dict[str, Any], sample_ids: torc
                 raise CacheError(
                     f"{root} holds a teacher cache built with another {what}; use another --out or delete it"
                 )
-        ids = torch.from_numpy(np.load(root / SAMPLE_IDS))
+        try:
+            ids = torch.from_numpy(np.load(root / SAMPLE_IDS))
+        except (OSError, ValueError) as exc:
+            raise CacheError(f"{root / SAMPLE_IDS}: unreadable ({exc}); delete the cache") from None
         if not torch.equal(ids, sample_ids):
             raise CacheError(f"{root / SAMPLE_IDS}: sample ids differ from the training set's; delete the cache")
     else:
+        # Epoch files left without a header (header.json lost) stay, but only those sealed under this header's
+        # identity count as finished: a file built for another key is rebuilt, never reused.
         root.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(root / SAMPLE_IDS, lambda f: np.save(f, sample_ids.numpy().astype(np.int64)))
         atomic_write_text(root / HEADER, json.dumps(header, indent=1) + "\n")
     for tmp in root.glob(".epoch_*.tmp"):
         tmp.unlink(missing_ok=True)
-    return finished_epochs(root, header)
+    return verify_epochs(root, header)
 
 
 def write_epoch(
-    root: str | Path, epoch: int, layout: CacheLayout, indices: torch.Tensor, logits: torch.Tensor, stats: torch.Tensor
+    root: str | Path,
+    epoch: int,
+    layout: CacheLayout,
+    indices: torch.Tensor,
+    logits: torch.Tensor,
+    stats: torch.Tensor,
+    header: Mapping[str, Any],
 ) -> Path:
-    """Write one epoch file atomically (rows in ``sample_ids.npy`` order); returns its path."""
+    """Write one sealed epoch file atomically (rows in ``sample_ids.npy`` order); returns its path.
+
+    ``header`` is the cache's header: its :func:`cache_identity` goes into the seal.
+    """
     path = epoch_path(root, epoch)
     data = layout.encode(indices, logits, stats)
-    atomic_write_bytes(path, lambda f: f.write(data))
+    trailer = encode_trailer(make_seal(data, cache_identity(header), epoch=epoch))
+    n = next(_WRITES)
+
+    def write(f: Any) -> None:
+        if faults.armed("kill_during_cache_write", n):  # a build killed mid-write, for the soak test
+            f.write(data[: len(data) // 2])
+            f.flush()
+            os.fsync(f.fileno())
+            faults.kill_now()
+        f.write(data)
+        f.write(trailer)
+
+    atomic_write_bytes(path, write)
     return path
+
+
+def validate_epoch(path: Path, blocks: Mapping[str, np.ndarray], num_classes: int) -> None:
+    """Check the values of an opened epoch file: what a sealed file from a faulty writer could still get wrong.
+
+    Class indices must lie in ``[0, num_classes)`` and differ within a row (a top-K list), logits and statistics
+    must be finite, and a row's logits must not increase (top-K order).
+
+    Raises:
+        CacheError: one line naming the file, the block and the first bad row.
+    """
+    # Whole-block tests first (a few ms for 50,000 rows); the first bad row is located only when one fails.
+    idx = np.asarray(blocks["indices"])
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= num_classes):
+        row = int(np.flatnonzero(((idx < 0) | (idx >= num_classes)).any(axis=1))[0])
+        raise CacheError(f"{path}: row {row} holds class index {idx[row].tolist()} outside [0, {num_classes})")
+    if idx.shape[1] > 1:
+        ordered = np.sort(idx, axis=1)
+        repeats = ordered[:, 1:] == ordered[:, :-1]
+        if repeats.any():
+            row = int(np.flatnonzero(repeats.any(axis=1))[0])
+            raise CacheError(f"{path}: row {row} repeats a class in its top-K indices {idx[row].tolist()}")
+    for name in ("logits", "stats"):
+        values = np.asarray(blocks[name])
+        if not np.isfinite(values.sum(dtype=np.float64)):  # one pass; a NaN or an Inf anywhere makes it so
+            row = int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0])
+            raise CacheError(f"{path}: row {row} of the {name} block is not finite")
+    logits = np.asarray(blocks["logits"])
+    if logits.shape[1] > 1:
+        rising = logits[:, 1:] > logits[:, :-1]
+        if rising.any():
+            row = int(np.flatnonzero(rising.any(axis=1))[0])
+            raise CacheError(f"{path}: row {row} holds logits out of top-K order")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -314,7 +440,8 @@ class TeacherCache:
         device: where lookups are delivered.
 
     Raises:
-        CacheError: missing or damaged header or sample ids.
+        CacheError: missing or damaged header or sample ids; on a lookup, an epoch file that fails its seal or
+            holds impossible values (one line naming the file).
     """
 
     def __init__(self, root: str | Path, device: torch.device | str = "cpu") -> None:
@@ -329,12 +456,15 @@ class TeacherCache:
             raise CacheError(f"{self.root / SAMPLE_IDS}: unreadable ({exc})") from None
         if ids.shape != (self.layout.rows,):
             raise CacheError(f"{self.root / SAMPLE_IDS}: {tuple(ids.shape)} ids for {self.layout.rows} rows")
+        if len(ids) and (int(ids[0]) < 0 or bool((ids[1:] <= ids[:-1]).any())):
+            raise CacheError(f"{self.root / SAMPLE_IDS}: sample ids must be ascending and >= 0 (damaged file)")
         self.sample_ids = ids
         rows = torch.full((int(ids.max()) + 1 if len(ids) else 0,), -1, dtype=torch.int64)
         rows[ids] = torch.arange(len(ids))
         self._rows = rows.to(self.device)
         self._epoch: int | None = None
         self._blocks: dict[str, torch.Tensor] = {}
+        self._verified: set[int] = set()
 
     @property
     def epochs(self) -> list[int]:
@@ -395,7 +525,11 @@ class TeacherCache:
                 f"{self.root}: kd.mode=partial needs the log-sum-exp of all logits at T={temperature}; the cache has "
                 f"it at T={self.temperature} and T=1 only (use kd.mode=renorm, or build the cache at this T)"
             )
-        done = set(self.epochs)
+        good, damaged = verify_epochs(self.root, self.header, contents=False)
+        bad = [e for e in range(epochs) if e in damaged]
+        if bad:
+            raise CacheError(f"{damaged[bad[0]]} (epoch {bad[0]}; run `augkd teacher-cache` again to rebuild it)")
+        done = set(good)
         missing = [e for e in range(epochs) if e not in done]
         if missing:
             have = f"epochs {min(done)}..{max(done)}" if done else "no finished epoch"
@@ -405,10 +539,17 @@ class TeacherCache:
             )
 
     def _load(self, epoch: int) -> None:
+        """Open an epoch file: its seal is checked (hashed) the first time this reader opens it, then its values."""
         path = epoch_path(self.root, epoch)
-        if not path.is_file() or path.stat().st_size != self.layout.epoch_bytes:
-            raise CacheError(f"{path}: missing or incomplete epoch file of the teacher cache")
-        blocks = {name: torch.from_numpy(block) for name, block in self.layout.open(path).items()}
+        try:
+            _check_epoch_file(path, self.header, epoch, contents=epoch not in self._verified)
+        except SealError as exc:
+            raise CacheError(f"{exc} (epoch {epoch}; run `augkd teacher-cache` again to rebuild it)") from None
+        arrays = self.layout.open(path)
+        if epoch not in self._verified:
+            validate_epoch(path, arrays, int(self.header["num_classes"]))
+            self._verified.add(epoch)
+        blocks = {name: torch.from_numpy(block) for name, block in arrays.items()}
         if self.device.type != "cpu":
             blocks = {name: t.to(self.device) for name, t in blocks.items()}
         self._epoch, self._blocks = epoch, blocks

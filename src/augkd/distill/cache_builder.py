@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 import augkd
+from augkd import faults
 from augkd.data.loader import DeviceLoader
 from augkd.data.pipeline import BatchPipeline
 from augkd.distill.cache import (
@@ -57,7 +58,8 @@ def write_teacher_cache(
 ) -> dict[str, Any]:
     """Store the teacher's top-K view of every augmented training image of epochs ``0 .. epochs-1`` in ``out``.
 
-    Resumable: finished epochs of a cache built with the same settings are kept; the others are (re)done.
+    Resumable: finished epochs of a cache built with the same settings are kept; the others, and any whose file
+    fails its seal (damaged on disk, renamed, built under another key), are (re)done.
 
     Args:
         out: the cache folder.
@@ -76,8 +78,9 @@ def write_teacher_cache(
         log: where the summary line goes.
 
     Returns:
-        ``{"out", "epochs", "kept", "written", "rows", "k", "temperature", "logits_dtype", "bytes_per_sample",
-        "epoch_bytes", "total_bytes", "seconds"}``.
+        ``{"out", "epochs", "kept", "rebuilt", "written", "rows", "k", "temperature", "logits_dtype",
+        "bytes_per_sample", "epoch_bytes", "total_bytes", "seconds"}`` (``rebuilt``: epochs whose file failed its
+        seal).
 
     Raises:
         CacheError: bad ``epochs`` or ``k``, or ``out`` holds a cache built with other settings.
@@ -109,7 +112,10 @@ def write_teacher_cache(
         **(provenance or {}),
     }
     ids = train_set.sample_ids
-    done = prepare_cache_dir(out, header, ids)
+    done, damaged = prepare_cache_dir(out, header, ids)
+    for epoch, reason in damaged.items():
+        if epoch < epochs and not quiet:
+            log(f"teacher cache: rebuilding epoch {epoch}: {reason}")
     todo = [e for e in range(epochs) if e not in done]
     # Row of each sample id (ids are ascending in every in-memory dataset, but do not rely on it).
     row_of = torch.full((int(ids.max()) + 1,), -1, dtype=torch.int64)
@@ -118,6 +124,7 @@ def write_teacher_cache(
     show = (not quiet and sys.stderr.isatty()) if progress is None else progress
     bar = tqdm(total=len(todo) * len(loader), desc="teacher cache", disable=not show, file=sys.stderr)
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    batches = 0
     for epoch in todo:
         bar.set_postfix(epoch=epoch)
         top_idx = torch.zeros(len(ids), k, dtype=torch.int64, device=device)
@@ -135,15 +142,19 @@ def write_teacher_cache(
             scalars[rows] = torch.stack([top.lse, lse_1, top.entropy, top.log_p_label], dim=1).float()
             written[rows] = True
             bar.update()
+            batches += 1
+            if faults.armed("kill_at_teacher_batch", batches):
+                faults.kill_now()
         if not bool(written.all()):
             raise CacheError(f"epoch {epoch}: the loader left {int((~written).sum())} samples out")
-        write_epoch(out, epoch, layout, top_idx, top_val, scalars)
+        write_epoch(out, epoch, layout, top_idx, top_val, scalars, header)
     bar.close()
     total = epochs * layout.epoch_bytes
     summary = {
         "out": str(out),
         "epochs": epochs,
         "kept": [e for e in done if e < epochs],
+        "rebuilt": [e for e in damaged if e < epochs],
         "written": todo,
         "rows": len(ids),
         "k": k,

@@ -13,13 +13,21 @@ Conventions (see the README's "Distributed training" section):
   batch.
 - gloo on the CPU, NCCL on CUDA; rank ``r`` uses ``cuda:LOCAL_RANK``.
 - Only rank 0 writes the run folder and prints; every rank loads ``last.pt`` to resume.
+- A failing rank never leaves the others waiting for the collective timeout: :func:`report_failure` publishes
+  its one-line error in torchrun's key-value store, and a watchdog thread in every rank (started by
+  :func:`init`) polls the store every second and ends its process when another rank has failed. Only the
+  failing rank prints its error; the others exit silently with status 1 (:data:`PEER_FAILED_EXIT`).
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import sys
+import threading
+import time
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -35,15 +43,24 @@ __all__ = [
     "cleanup",
     "convert_sync_bn",
     "env_from_environ",
+    "exit_after_peer_failure",
     "init",
+    "peer_failure",
     "per_rank_batch",
     "rank_device",
+    "report_failure",
     "unwrap",
     "wrap",
 ]
 
 # Whether :func:`init` created the process group (then :func:`cleanup` destroys it; a caller's own group stays).
 _OWNS_GROUP = False
+#: Exit status of a rank ended by the watchdog because another rank failed.
+PEER_FAILED_EXIT = 1
+#: Seconds between two looks of the watchdog at the store.
+WATCH_INTERVAL_S = 1.0
+#: Seconds a rank waits, once it knows of another rank's failure, before it ends itself.
+PEER_GRACE_S = 10.0
 
 
 class DistributedError(ValueError):
@@ -113,7 +130,104 @@ def init(device: torch.device, timeout_s: float = 1800.0) -> tuple[DistEnv, torc
         kwargs = {"device_id": device} if backend == "nccl" else {}
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
         _OWNS_GROUP = True
+        _Failures.start(env)
     return env, device
+
+
+class _Failures:
+    """The failure board of a run in torchrun's key-value store, and the watchdog thread that reads it."""
+
+    store: dist.Store | None = None
+    thread: threading.Thread | None = None
+    stop = threading.Event()
+    prefix = ""
+    rank = 0
+    lock = threading.Lock()
+
+    @classmethod
+    def start(cls, env: DistEnv) -> None:
+        try:  # the process group's own store (torchrun's): no second connection to keep or close
+            store = dist.distributed_c10d._get_default_store()
+        except (RuntimeError, ValueError, AttributeError):
+            return  # no board: the collective timeout still applies
+        run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+        cls.store, cls.rank = store, env.rank
+        cls.prefix = f"augkd/{run_id}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
+        cls.stop = threading.Event()
+        cls.thread = threading.Thread(target=cls._watch, name="augkd-peer-watchdog", daemon=True)
+        cls.thread.start()
+
+    @classmethod
+    def close(cls) -> None:
+        """Stop the watchdog and drop the store client (before the process group goes)."""
+        if cls.thread is not None:
+            cls.stop.set()
+            cls.thread.join()
+        cls.store, cls.thread = None, None
+
+    @classmethod
+    def _get(cls) -> str | None:
+        store = cls.store
+        if store is None:
+            return None
+        with cls.lock:
+            if not store.check([cls.prefix + "failed"]):
+                return None
+            return store.get(cls.prefix + "failed").decode(errors="replace")
+
+    @classmethod
+    def _watch(cls) -> None:
+        while not cls.stop.wait(WATCH_INTERVAL_S):
+            try:
+                failed = cls._get()
+            except (RuntimeError, OSError):  # the store is gone: torchrun's agent ended, so does this rank
+                failed = "rank ?: the launcher's store is gone"
+            if failed is not None and not failed.startswith(f"rank {cls.rank}:"):
+                exit_after_peer_failure()  # the main thread may be blocked in a collective: end the process
+
+    @classmethod
+    def publish(cls, line: str) -> bool:
+        store = cls.store
+        if store is None:
+            return False
+        try:
+            with cls.lock:
+                if store.add(cls.prefix + "count", 1) == 1:  # the first failure is the one shown
+                    store.set(cls.prefix + "failed", f"rank {cls.rank}: {line}")
+                    return True
+        except (RuntimeError, OSError):
+            pass
+        return False
+
+
+def report_failure(error: BaseException) -> bool:
+    """Tell the other ranks that this one fails with ``error``: their watchdogs end them within seconds.
+
+    Returns:
+        True when this is the run's first failure (its rank should show the error), False when another rank
+        failed first (this error is a consequence, e.g. a collective broken by the dead peer) or when there is
+        no failure board (not under torchrun).
+    """
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    return _Failures.publish(line)
+
+
+def exit_after_peer_failure() -> NoReturn:
+    """End this process quietly because another rank failed (after a moment, so that torchrun sees the failing
+    rank exit first and names it as the root cause)."""
+    time.sleep(PEER_GRACE_S)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(PEER_FAILED_EXIT)
+
+
+def peer_failure() -> str | None:
+    """The one-line error of the rank that failed first (``"rank 1: ..."``), or None."""
+    try:
+        return _Failures._get()
+    except (RuntimeError, OSError):
+        return None
 
 
 def rank_device(device: torch.device, env: DistEnv) -> torch.device:
@@ -135,10 +249,16 @@ def rank_device(device: torch.device, env: DistEnv) -> torch.device:
     return torch.device("cuda", env.local_rank)
 
 
-def cleanup() -> None:
-    """Leave the process group :func:`init` joined (safe when there is none, and after an error)."""
+def cleanup(failed: bool = False) -> None:
+    """Leave the process group :func:`init` joined (safe when there is none, and after an error).
+
+    Args:
+        failed: this rank is failing; an NCCL group is not destroyed (with peers blocked in a collective, that
+            can wait for the collective timeout) but left to the end of the process.
+    """
     global _OWNS_GROUP
-    if _OWNS_GROUP and dist.is_initialized():
+    _Failures.close()
+    if _OWNS_GROUP and dist.is_initialized() and not (failed and dist.get_backend() == "nccl"):
         dist.destroy_process_group()
     _OWNS_GROUP = False
 

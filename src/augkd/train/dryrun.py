@@ -9,6 +9,11 @@ is the cost:
 - the teacher: when ``kd.teacher`` names no file yet (the paper configs carry a placeholder), a randomly
   initialized copy of the student stands in, so the KD loss still runs (``kd.k`` is checked against the classes
   of the real data, as the run would: set ``kd.k`` too when trying an ImageNet config on 10-class data);
+- a teacher cache (``kd.cache``): its header is checked against the config (augmentation, seed, autocast,
+  teacher, K, T, ``kd.mode``, classes, epochs) and every epoch file the run needs against its seal (size, epoch
+  and key; not hashed, that waits for the run's first read), by :func:`check_teacher_cache`. The stand-in data
+  cannot match the cache's training-set fingerprint, so that one entry is left to the real run, and the step
+  runs with a random copy of the student as live teacher;
 - the run folder: nothing is written there (the decoded-image cache in ``data.cache_dir`` is filled as usual).
 
 Every such substitution is listed in the result's ``notes``. Pass ``data.*`` overrides to try a config on other
@@ -27,14 +32,16 @@ from typing import Any
 import torch
 
 from augkd.data import InMemoryDataset, build_datasets, dataset_stats
-from augkd.distill.teacher import Teacher
+from augkd.data.pipeline import Normalize
+from augkd.distill.cache import CacheError, TeacherCache, cache_key
+from augkd.distill.teacher import Teacher, teacher_fingerprint
 from augkd.models import count_parameters
-from augkd.train.build import RunError, build_distillation_task
+from augkd.train.build import RunError, build_distillation_task, build_pipeline, resolve_amp, resolve_device
 from augkd.train.config import TrainConfig
 from augkd.train.loop import evaluate, setup_run, train_one_epoch
 from augkd.train.run import Run
 
-__all__ = ["DRY_RUN_BATCH", "dry_run", "format_dry_run", "install_stand_in_teacher"]
+__all__ = ["DRY_RUN_BATCH", "check_teacher_cache", "dry_run", "format_dry_run", "install_stand_in_teacher"]
 
 #: Images in the one training step of a dry run (fewer when the tiny dataset has fewer).
 DRY_RUN_BATCH = 4
@@ -65,6 +72,47 @@ def _teacher_missing(cfg: TrainConfig) -> bool:
     return cfg.kd.enabled and not Path(cfg.kd.teacher).is_file()
 
 
+def check_teacher_cache(cfg: TrainConfig, num_classes: int, notes: list[str]) -> TrainConfig:
+    """Check ``kd.cache`` for the run ``cfg`` without its training set; return ``cfg`` for a stand-in teacher.
+
+    Everything :meth:`~augkd.distill.cache.TeacherCache.check` compares is compared but the training-set
+    fingerprint (dry runs and cost calibration build stand-in data); the epoch files are checked against their
+    seals without hashing. A config without ``kd.cache`` comes back unchanged.
+
+    Returns:
+        ``cfg`` with ``kd.cache`` and ``kd.teacher`` cleared (the caller installs a stand-in teacher).
+
+    Raises:
+        RunError: the cache cannot serve the run (one line naming the file or the key).
+    """
+    if not cfg.kd.cache:
+        return cfg
+    try:
+        cache = TeacherCache(cfg.kd.cache)
+        teacher_id = teacher_fingerprint(cfg.kd.teacher) if cfg.kd.teacher and Path(cfg.kd.teacher).is_file() else None
+        amp_dtype = resolve_amp(cfg.amp, resolve_device(cfg.device))
+        stats = dataset_stats(cfg.data)
+        pipeline = build_pipeline(cfg, Normalize(stats["mean"], stats["std"]))  # the run's stages, for the key
+        key = cache_key(pipeline.replay_key(), cache.header["key"].get("dataset"), amp_dtype, teacher_id)
+        cache.check(
+            key,
+            epochs=cfg.epochs,
+            k=cfg.kd.k,
+            temperature=cfg.kd.temperature,
+            mode=cfg.kd.mode,
+            num_classes=num_classes,
+        )
+    except CacheError as exc:
+        raise RunError(f"kd.cache: {exc}") from None
+    info = cache.header.get("dataset", {})
+    notes.append(
+        f"kd.cache {cfg.kd.cache}: header and the {cfg.epochs} epoch files the run reads check out (training set "
+        f"{info.get('name')}/{info.get('split')}, {info.get('num_images')} images, compared by the real run); "
+        "the step uses a random copy of the student as teacher"
+    )
+    return dataclasses.replace(cfg, kd=dataclasses.replace(cfg.kd, cache="", teacher=""))
+
+
 def dry_run(cfg: TrainConfig, batch_size: int = DRY_RUN_BATCH, quiet: bool = True) -> dict[str, Any]:
     """Build the run ``cfg`` describes and take one optimizer step and one evaluation batch on real images.
 
@@ -87,8 +135,10 @@ def dry_run(cfg: TrainConfig, batch_size: int = DRY_RUN_BATCH, quiet: bool = Tru
     train_full, eval_full = build_datasets(data, quiet=quiet)
     batch = min(batch_size, cfg.batch_size, len(train_full))
     train_set, eval_set = _pick(train_full, batch, cfg.seed), _pick(eval_full, batch, cfg.seed)
-    stand_in = _teacher_missing(cfg)
-    if stand_in:
+    cached, kd_on = bool(cfg.kd.cache), cfg.kd.enabled
+    cfg = check_teacher_cache(cfg, train_full.num_classes, notes)
+    stand_in = cached or _teacher_missing(cfg)
+    if stand_in and not cached:
         notes.append(f"kd.teacher {cfg.kd.teacher!r} does not exist yet: a random copy of the student stands in")
     run_cfg = dataclasses.replace(
         cfg,
@@ -125,9 +175,7 @@ def dry_run(cfg: TrainConfig, batch_size: int = DRY_RUN_BATCH, quiet: bool = Tru
         "losses": losses,
         "step_s": step_s,
         "eval_top1": res["top1"],
-        "kd": {"k": run.task.kd_loss.k, "lambda": cfg.kd.lambda_, "temperature": cfg.kd.temperature}
-        if cfg.kd.enabled
-        else None,
+        "kd": {"k": run.task.kd_loss.k, "lambda": cfg.kd.lambda_, "temperature": cfg.kd.temperature} if kd_on else None,
         "notes": notes,
     }
 

@@ -18,6 +18,7 @@ state (:mod:`augkd.train.run`), the metrics writers (:mod:`augkd.train.metrics`)
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import sys
@@ -41,7 +42,9 @@ from augkd.checkpoint import (
 )
 from augkd.config import config_to_dict
 from augkd.data import DeviceLoader, InMemoryDataset
+from augkd.data.loader import Batch
 from augkd.io import atomic_write_text, remove_temp_files
+from augkd.lock import FolderLock, LockError
 from augkd.models import count_parameters
 from augkd.models.build import build_model
 from augkd.models.checkpoint import RunCheckpoint, read_latest_run_checkpoint, run_info, training_state
@@ -197,6 +200,13 @@ def _autocast(run_device: torch.device, dtype: torch.dtype | None) -> contextlib
     return torch.autocast(run_device.type, dtype=dtype)
 
 
+def _stand_in_batch(run: Run, empty: Batch) -> Batch:
+    """One black image of the first sample id, for a rank left with an empty batch (see train_one_epoch)."""
+    images = torch.zeros((1, *empty.images.shape[1:]), dtype=torch.uint8, device=empty.images.device)
+    ids = run.train_loader.dataset.sample_ids[:1].to(empty.indices.device)
+    return Batch(images, torch.zeros(1, dtype=empty.labels.dtype, device=empty.labels.device), ids)
+
+
 def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, float]:
     """One pass over the training set; returns mean losses, accuracy on the augmented images and speed.
 
@@ -224,8 +234,18 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
         lr = cfg.optim.lr * lr_factor(cfg.optim, run.step, run.steps_per_epoch, run.total_steps)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
+        # A rank whose share of this batch was all unreadable files (stream loader, bad_files=skip, DDP) still
+        # takes the step with the others: a stand-in image through the model in eval mode, with a zero loss, so
+        # the gradient all-reduce pairs up and this rank adds nothing to it or to the epoch's figures.
+        idle = batch.labels.numel() == 0
+        if idle:
+            batch = run.pipeline(_stand_in_batch(run, batch), epoch)
+            model.eval()
         with _autocast(run.device, run.amp_dtype):
             out = run.task(model, batch.images, batch.labels, batch.indices, epoch)
+        if idle:
+            model.train()
+            out = {k: v * 0.0 if k.endswith("loss") else v for k, v in out.items()}
         loss = out["loss"]
         if not guard.step_ok(loss, epoch, run.step):  # NaN/Inf loss with optim.nonfinite=skip: no update
             run.step += 1
@@ -242,12 +262,15 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
         run.step += 1
         if faults.armed("kill_at_step", run.step):
             faults.kill_now()
-        n = batch.labels.numel()
+        if faults.armed("raise_at_step", run.step):
+            faults.raise_now("raise_at_step", run.step)
+        n = 0 if idle else batch.labels.numel()
         seen += n
         for key, value in out.items():
             if key.endswith("loss"):
                 sums[key] = sums.get(key, 0.0) + value.detach().float() * n
-        correct += (out["output"].argmax(1) == batch.labels).sum()
+        if not idle:
+            correct += (out["output"].argmax(1) == batch.labels).sum()
         if progress and (i % 10 == 0 or i == len(run.train_loader) - 1):
             elapsed = time.perf_counter() - t0
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{seen / max(elapsed, 1e-9):.0f}")
@@ -271,6 +294,9 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
     return stats
 
 
+_EVAL_PASSES = itertools.count(1)  # evaluation passes of this process, for AUGKD_FAULT=kill_in_eval:<n>
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -288,7 +314,10 @@ def evaluate(
     top1 = torch.zeros((), device=device)
     top5 = torch.zeros((), device=device)
     n = 0
+    pass_number = next(_EVAL_PASSES)
     for batch in tqdm(loader, desc="eval", disable=not progress, leave=False, file=sys.stderr):
+        if faults.armed("kill_in_eval", pass_number):
+            faults.kill_now()
         images = normalize(batch.images)
         with _autocast(device, amp_dtype):
             logits = model(images).float()
@@ -342,13 +371,40 @@ def train(
     its shard of each global batch under DDP, and only rank 0 prints and writes the run folder.
     """
     env, _ = distributed.init(resolve_device(cfg.device))
+    failed = False
     try:
         return _train(cfg, env, resume=resume, quiet=quiet or not env.is_main, overwrite=overwrite, log=log)
+    except BaseException as exc:
+        failed = env.enabled
+        # A failing rank tells the others (they stop within seconds, not at the collective timeout). When another
+        # rank failed first, this error is a consequence (a broken collective): end quietly, its line is shown.
+        if failed and not distributed.report_failure(exc) and distributed.peer_failure() is not None:
+            distributed.exit_after_peer_failure()
+        raise
     finally:
-        distributed.cleanup()
+        distributed.cleanup(failed=failed)
 
 
 def _train(cfg: TrainConfig, env: DistEnv, resume: bool, quiet: bool, overwrite: bool, log: Any) -> dict[str, Any]:
+    # One writer per run folder, taken before --overwrite or --resume look at it (rank 0 writes for all ranks).
+    lock = FolderLock(Path(cfg.out_dir) / cfg.name, "augkd train", "run folder") if env.is_main else None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except LockError as exc:
+            raise RunError(str(exc)) from None
+        if lock.stale and not quiet:
+            log(f"took over the lock of {lock.folder} left by {lock.stale}, which is no longer running")
+    try:
+        return _train_locked(cfg, env, resume, quiet, overwrite, log)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(
+    cfg: TrainConfig, env: DistEnv, resume: bool, quiet: bool, overwrite: bool, log: Any
+) -> dict[str, Any]:
     run = setup_run(cfg, resume=resume, quiet=quiet, overwrite=overwrite, env=env)
     if env.is_main:
         # Fail now, not after the first epoch, when the folder cannot take the checkpoints (read-only, full disk).

@@ -36,7 +36,7 @@ from augkd.models import count_parameters
 from augkd.train.build import RunError, resolve_device
 from augkd.train.config import TrainConfig
 from augkd.train.distributed import DistEnv, per_rank_batch
-from augkd.train.dryrun import install_stand_in_teacher
+from augkd.train.dryrun import check_teacher_cache, install_stand_in_teacher
 from augkd.train.loop import evaluate, setup_run, train_one_epoch
 
 __all__ = ["KNOWN_SIZES", "data_sizes", "format_plan", "plan"]
@@ -163,7 +163,9 @@ def plan(
     train_set = _random_set(max(warmup, 1) * per_device, size, sizes["num_classes"], 0)
     timed_set = _random_set(steps * per_device, size, sizes["num_classes"], 1)
     eval_set = _random_set(2 * eval_per_device, eval_size, sizes["num_classes"], 2)
-    stand_in = cfg.kd.enabled and not Path(cfg.kd.teacher).is_file()
+    cached = bool(cfg.kd.cache)
+    cfg = check_teacher_cache(cfg, sizes["num_classes"], notes)
+    stand_in = cached or (cfg.kd.enabled and not Path(cfg.kd.teacher).is_file())
     run_cfg = dataclasses.replace(
         cfg,
         batch_size=per_device,
@@ -177,7 +179,10 @@ def plan(
     rss_before = _rss_bytes()
     run = setup_run(run_cfg, quiet=True, overwrite=True, datasets=(train_set, eval_set))
     if stand_in:
-        notes.append(f"kd.teacher {cfg.kd.teacher!r} does not exist yet: timed with a copy of the student as teacher")
+        if not cached:
+            notes.append(
+                f"kd.teacher {cfg.kd.teacher!r} does not exist yet: timed with a copy of the student as teacher"
+            )
         install_stand_in_teacher(cfg, run, notes)
     if warmup:
         train_one_epoch(run, 0, progress=False)

@@ -15,13 +15,36 @@ from augkd.data import DeviceLoader, InMemoryDataset
 from augkd.distill.cache import CacheError
 from augkd.distill.cache_builder import write_teacher_cache
 from augkd.distill.teacher import TeacherError, load_teacher, teacher_fingerprint
+from augkd.lock import FolderLock, LockError
 from augkd.train.build import RunError, build_components
 from augkd.train.config import TrainConfig
 
 __all__ = ["build_teacher_cache"]
 
 
-def build_teacher_cache(
+def build_teacher_cache(cfg: TrainConfig, out: str | Path, **kwargs: Any) -> dict[str, Any]:
+    """Store the teacher's top-K view of every augmented training image of epochs ``0 .. epochs-1`` in ``out``.
+
+    Holds the lock of ``out`` while it runs: a second builder of the same folder is refused (see
+    :mod:`augkd.lock`). Arguments and result as :func:`_build_teacher_cache`.
+
+    Raises:
+        RunError: ``out`` is in use by another live process (named), and as :func:`_build_teacher_cache`.
+    """
+    lock = FolderLock(out, "augkd teacher-cache", "cache folder")
+    try:
+        lock.acquire()
+    except LockError as exc:
+        raise RunError(str(exc)) from None
+    try:
+        if lock.stale and not kwargs.get("quiet"):
+            kwargs.get("log", print)(f"took over the lock of {out} left by {lock.stale}, which is no longer running")
+        return _build_teacher_cache(cfg, out, **kwargs)
+    finally:
+        lock.release()
+
+
+def _build_teacher_cache(
     cfg: TrainConfig,
     out: str | Path,
     *,
@@ -34,9 +57,10 @@ def build_teacher_cache(
     progress: bool | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
-    """Build ``cfg``'s components (:func:`~augkd.train.build.build_components`), load the teacher and write its
-    top-K view of every augmented training image of epochs ``0 .. epochs-1`` to ``out`` (resumable: finished
-    epochs of a cache with the same key are kept).
+    """Store the teacher's top-K view of every augmented training image of epochs ``0 .. epochs-1`` in ``out``.
+
+    Resumable: finished epochs of a cache built with the same settings are kept; the others, and any whose file
+    fails its seal (damaged on disk, renamed, built under another key), are (re)done.
 
     Args:
         cfg: the training config whose pipeline, data, seed, batch size, device and ``amp`` are replayed;
@@ -49,7 +73,9 @@ def build_teacher_cache(
         logits_dtype, quiet, progress, log: as :func:`~augkd.distill.cache_builder.write_teacher_cache`.
 
     Returns:
-        The summary of :func:`~augkd.distill.cache_builder.write_teacher_cache`.
+        ``{"out", "epochs", "kept", "rebuilt", "written", "rows", "k", "temperature", "logits_dtype",
+        "bytes_per_sample", "epoch_bytes", "total_bytes", "seconds"}`` (``rebuilt``: epochs whose file failed its
+        seal).
 
     Raises:
         RunError: no teacher, unusable teacher, bad ``epochs`` or ``k``, or ``out`` holds another cache.
