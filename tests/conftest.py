@@ -158,11 +158,12 @@ def sealed_teacher_cache(tmp_path: Path) -> Callable[..., Path]:
     (with a made-up training-set fingerprint) and returns its folder: for commands that check a cache's header
     and files without reading the training set."""
     from augkd.distill.cache import CacheLayout, cache_key, prepare_cache_dir, write_epoch
+    from augkd.train.build import pipeline_key
 
     def make(cfg: TrainConfig, epochs: int, name: str = "cache") -> Path:
         root, rows, k = tmp_path / name, 4, 5
         header = {
-            "key": cache_key(cfg, "0" * 64, None, None),
+            "key": cache_key(pipeline_key(cfg), "0" * 64, None, None),
             "k": k,
             "temperature": cfg.kd.temperature,
             "num_classes": 10,

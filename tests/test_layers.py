@@ -25,6 +25,8 @@ RANKS: dict[str, int] = {
     "config": 0,
     "checkpoint": 0,
     "registry": 0,
+    "digest": 0,
+    "lock": 0,
     "augment": 1,
     "models": 1,
     "data": 2,

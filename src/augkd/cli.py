@@ -82,8 +82,8 @@ def _checkpoint_arg(path: str, what: str = "checkpoint") -> Path:
             if (p / name).is_file():
                 return p / name
         raise CliError(f"{what} {path}: a folder without best.pt or last.pt (expected a run folder or a .pt file)")
-    if not p.is_file():
-        raise CliError(f"{what} not found: {path}")
+    if not p.exists():
+        return p  # the run-checkpoint reader names the missing file, as it does for every caller
     try:
         with p.open("rb") as f:
             magic = f.read(4)

@@ -189,16 +189,12 @@ def test_sweep_with_cache_equals_live_teacher_runs(sweep_dir: Path, tmp_path, ti
     overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith(("out_dir=", "name="))]
     overrides += ["augment.policy=geo-n2-m3", f"kd.teacher={tiny_teacher}"]
     logs: list[str] = []
-    result = run_sweep(
-        None,
-        ["augment.magnitude=6", "kd.lambda=0.5,1"],
-        tmp_path,
-        seeds=0,
-        overrides=overrides,
-        cache=True,
-        log=logs.append,
-        report=False,
-    )
+
+    def sweep() -> dict:
+        grid = ["augment.magnitude=6", "kd.lambda=0.5,1"]
+        return run_sweep(None, grid, tmp_path, seeds=0, overrides=overrides, cache=True, log=logs.append, report=False)
+
+    result = sweep()
     (cache,) = result["caches"]
     assert cache["runs"] == ["magnitude-6_lambda-0.5", "magnitude-6_lambda-1"] and cache["teacher_passes_saved"] == 1
     assert sum("building" in line for line in logs) == 1
@@ -215,14 +211,5 @@ def test_sweep_with_cache_equals_live_teacher_runs(sweep_dir: Path, tmp_path, ti
     )
     # Run again: nothing is rebuilt, the manifest still reports the cache.
     logs.clear()
-    again = run_sweep(
-        None,
-        ["augment.magnitude=6", "kd.lambda=0.5,1"],
-        tmp_path,
-        seeds=0,
-        overrides=overrides,
-        cache=True,
-        log=logs.append,
-        report=False,
-    )
+    again = sweep()
     assert not any("building" in line for line in logs) and again["caches"][0]["build_seconds"] is not None

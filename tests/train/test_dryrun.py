@@ -143,7 +143,8 @@ def test_dry_run_checks_a_teacher_cache_without_its_training_set(tmp_path, tiny_
     res = dry_run(with_cache)
     assert res["kd"]["k"] == 3 and "train_kd_loss" in res["losses"]
     assert any(n.startswith(f"kd.cache {cache}: header and the 2 epoch files") for n in res["notes"]), res["notes"]
-    with pytest.raises(RunError, match="kd.cache: .*built with seed=0, but this run has 7"):
+    seed_mismatch = r"kd.cache: .*built with pipeline\.stages\.augment\.\S*seed=0, but this run has 7"
+    with pytest.raises(RunError, match=seed_mismatch):
         dry_run(config(f"kd.cache={cache}", "seed=7"))
     with pytest.raises(RunError, match="kd.cache: .*the run trains 3 epochs but the cache has epochs 0..1"):
         dry_run(config(f"kd.cache={cache}", "epochs=3"))

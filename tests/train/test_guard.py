@@ -70,7 +70,8 @@ def test_nan_stops_the_run_and_the_last_checkpoint_survives(tmp_path, tiny_confi
     last = load_checkpoint(run / "last.pt")
     assert last["epoch"] == 1 and last["step"] == 4 and _finite(last)
     assert (run / "last.pt").samefile(run / "ckpt_epoch0001.pt")  # untouched since epoch 1
-    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []  # no temp files
+    hidden = sorted(p.name for p in run.iterdir() if p.name.startswith("."))
+    assert hidden == [".augkd.lock"]  # the run folder's lock (augkd.lock), and no temp files
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
 
     # The same run resumed with optim.nonfinite=skip: the poisoned step is left out and counted.

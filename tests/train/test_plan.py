@@ -89,5 +89,8 @@ def test_plan_checks_a_teacher_cache_and_times_a_stand_in_teacher(tiny, sealed_t
     cache = sealed_teacher_cache(cfg, epochs=3)
     p = plan(tiny("augment.policy=ra-n2-m9", f"kd.cache={cache}"), gpus=1, steps=1, warmup=0)
     assert any(n.startswith(f"kd.cache {cache}: header and the 3 epoch files") for n in p["notes"]), p["notes"]
-    with pytest.raises(RunError, match="kd.cache: .*built with augment.policy='ra-n2-m9', but this run has 'none'"):
+    policy_mismatch = (
+        r"kd.cache: .*built with pipeline\.stages\.augment\.policy\.type='RandAugment', but this run has 'NoAugment'"
+    )
+    with pytest.raises(RunError, match=policy_mismatch):
         plan(tiny("augment.policy=none", f"kd.cache={cache}"), gpus=1, steps=1, warmup=0)

@@ -132,6 +132,24 @@ def build_pipeline(cfg: TrainConfig, normalize: Normalize) -> BatchPipeline:
     return BatchPipeline({name: stage for name, stage in stages.items() if stage is not None}, normalize)
 
 
+def pipeline_key(cfg: TrainConfig) -> dict[str, Any]:
+    """The replay key of ``cfg``'s batch pipeline without building its data (dry runs, plans, tests): the stages
+    of :func:`build_pipeline` and the dataset's normalization."""
+    stats = dataset_stats(cfg.data)
+    return build_pipeline(cfg, Normalize(stats["mean"], stats["std"])).replay_key()
+
+
+def check_teacher_cache(cache: TeacherCache, cfg: TrainConfig, key: dict[str, Any], num_classes: int) -> None:
+    """Check that ``cache`` (built under ``key``) serves the run ``cfg``: epochs, K, T and mode, classes.
+
+    Raises:
+        CacheError: what does not fit, in one line.
+    """
+    cache.check(
+        key, epochs=cfg.epochs, k=cfg.kd.k, temperature=cfg.kd.temperature, mode=cfg.kd.mode, num_classes=num_classes
+    )
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Everything a command needs from the config
 
@@ -293,14 +311,7 @@ def build_cached_distillation_task(
     try:
         cache = TeacherCache(cfg.kd.cache, device)
         key = cache_key(pipeline.replay_key(), dataset_fingerprint(train_set), amp_dtype, teacher_id)
-        cache.check(
-            key,
-            epochs=cfg.epochs,
-            k=cfg.kd.k,
-            temperature=cfg.kd.temperature,
-            mode=cfg.kd.mode,
-            num_classes=train_set.num_classes,
-        )
+        check_teacher_cache(cache, cfg, key, train_set.num_classes)
     except CacheError as exc:
         raise RunError(f"kd.cache: {exc}") from None
     kd_loss = TopKKL(cfg.kd.k, cfg.kd.temperature, cfg.kd.mode, cfg.kd.t2_scale)

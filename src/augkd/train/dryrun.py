@@ -32,11 +32,11 @@ from typing import Any
 import torch
 
 from augkd.data import InMemoryDataset, build_datasets, dataset_stats
-from augkd.data.pipeline import Normalize
 from augkd.distill.cache import CacheError, TeacherCache, cache_key
 from augkd.distill.teacher import Teacher, teacher_fingerprint
 from augkd.models import count_parameters
-from augkd.train.build import RunError, build_distillation_task, build_pipeline, resolve_amp, resolve_device
+from augkd.train.build import RunError, build_distillation_task, pipeline_key, resolve_amp, resolve_device
+from augkd.train.build import check_teacher_cache as check_cache
 from augkd.train.config import TrainConfig
 from augkd.train.loop import evaluate, setup_run, train_one_epoch
 from augkd.train.run import Run
@@ -91,17 +91,8 @@ def check_teacher_cache(cfg: TrainConfig, num_classes: int, notes: list[str]) ->
         cache = TeacherCache(cfg.kd.cache)
         teacher_id = teacher_fingerprint(cfg.kd.teacher) if cfg.kd.teacher and Path(cfg.kd.teacher).is_file() else None
         amp_dtype = resolve_amp(cfg.amp, resolve_device(cfg.device))
-        stats = dataset_stats(cfg.data)
-        pipeline = build_pipeline(cfg, Normalize(stats["mean"], stats["std"]))  # the run's stages, for the key
-        key = cache_key(pipeline.replay_key(), cache.header["key"].get("dataset"), amp_dtype, teacher_id)
-        cache.check(
-            key,
-            epochs=cfg.epochs,
-            k=cfg.kd.k,
-            temperature=cfg.kd.temperature,
-            mode=cfg.kd.mode,
-            num_classes=num_classes,
-        )
+        key = cache_key(pipeline_key(cfg), cache.header["key"].get("dataset"), amp_dtype, teacher_id)
+        check_cache(cache, cfg, key, num_classes)
     except CacheError as exc:
         raise RunError(f"kd.cache: {exc}") from None
     info = cache.header.get("dataset", {})
