@@ -30,13 +30,16 @@ import sys
 from pathlib import Path
 
 out, seconds = Path(sys.argv[1]), int(sys.argv[2])
-error = {kd: json.loads((out / f"kd-{kd}" / "summary.json").read_text())["final_error"] for kd in ("off", "on")}
+summary = {kd: json.loads((out / f"kd-{kd}" / "summary.json").read_text()) for kd in ("off", "on")}
+error = {kd: s["final_error"] for kd, s in summary.items()}
 teacher = json.loads(Path("results/demo/teacher/summary.json").read_text())["final_error"]
+s = summary["on"]
 print()
-print("| student (fastnet9, geo-n2-m2, 10 epochs) | test error (%) |")
+print(f"| student ({s['model']}, {s['policy']}, {s['epochs']} epochs, {s['train_images']} images) | test error (%) |")
 print("|---|---|")
 print(f"| heavy augmentation alone | {error['off']:.2f} |")
-print(f"| heavy augmentation + top-K KD (K=3, lambda=1, T=2) | {error['on']:.2f} |")
+kd = s["kd"]
+print(f"| heavy augmentation + top-K KD (K={kd['k']}, lambda={kd['lambda']:g}, T={kd['temperature']:g}) | {error['on']:.2f} |")
 print(f"| **KD gain** | **{error['off'] - error['on']:+.2f}** |")
 print(f"\nteacher (fastnet9, AutoAugment, 30 epochs): {teacher:.2f}% error; 3-seed figures: results/demo/README.md")
 print(f"test curves: {out / 'report' / 'curves.png'}; full table: {out / 'report' / 'report.md'}; {seconds} s in all")
