@@ -349,7 +349,7 @@ def run_sweep(
         cmd += [*run.overrides, *extra]
         group = caches.get(run.name)
         if group is not None:
-            if not _ensure_cache(config, group, [*extra], env, log):
+            if not _ensure_cache(config, group, extra, env, log):
                 failed.append(run.name)
                 log(f"[{i}/{len(todo)}] {run.name}: FAILED, its teacher cache could not be built")
                 return

@@ -139,7 +139,7 @@ def pipeline_key(cfg: TrainConfig) -> dict[str, Any]:
     return build_pipeline(cfg, Normalize(stats["mean"], stats["std"])).replay_key()
 
 
-def check_teacher_cache(cache: TeacherCache, cfg: TrainConfig, key: dict[str, Any], num_classes: int) -> None:
+def check_cache_serves_run(cache: TeacherCache, cfg: TrainConfig, key: dict[str, Any], num_classes: int) -> None:
     """Check that ``cache`` (built under ``key``) serves the run ``cfg``: epochs, K, T and mode, classes.
 
     Raises:
@@ -311,7 +311,7 @@ def build_cached_distillation_task(
     try:
         cache = TeacherCache(cfg.kd.cache, device)
         key = cache_key(pipeline.replay_key(), dataset_fingerprint(train_set), amp_dtype, teacher_id)
-        check_teacher_cache(cache, cfg, key, train_set.num_classes)
+        check_cache_serves_run(cache, cfg, key, train_set.num_classes)
     except CacheError as exc:
         raise RunError(f"kd.cache: {exc}") from None
     kd_loss = TopKKL(cfg.kd.k, cfg.kd.temperature, cfg.kd.mode, cfg.kd.t2_scale)

@@ -35,8 +35,14 @@ from augkd.data import InMemoryDataset, build_datasets, dataset_stats
 from augkd.distill.cache import CacheError, TeacherCache, cache_key
 from augkd.distill.teacher import Teacher, teacher_fingerprint
 from augkd.models import count_parameters
-from augkd.train.build import RunError, build_distillation_task, pipeline_key, resolve_amp, resolve_device
-from augkd.train.build import check_teacher_cache as check_cache
+from augkd.train.build import (
+    RunError,
+    build_distillation_task,
+    check_cache_serves_run,
+    pipeline_key,
+    resolve_amp,
+    resolve_device,
+)
 from augkd.train.config import TrainConfig
 from augkd.train.loop import evaluate, setup_run, train_one_epoch
 from augkd.train.run import Run
@@ -92,7 +98,7 @@ def check_teacher_cache(cfg: TrainConfig, num_classes: int, notes: list[str]) ->
         teacher_id = teacher_fingerprint(cfg.kd.teacher) if cfg.kd.teacher and Path(cfg.kd.teacher).is_file() else None
         amp_dtype = resolve_amp(cfg.amp, resolve_device(cfg.device))
         key = cache_key(pipeline_key(cfg), cache.header["key"].get("dataset"), amp_dtype, teacher_id)
-        check_cache(cache, cfg, key, num_classes)
+        check_cache_serves_run(cache, cfg, key, num_classes)
     except CacheError as exc:
         raise RunError(f"kd.cache: {exc}") from None
     info = cache.header.get("dataset", {})
