@@ -165,7 +165,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ckpt = read_run_checkpoint(checkpoint)
     cfg = build_config(TrainConfig, ckpt.config, args.overrides)
     parts = build_components(cfg, loaders=("eval",), normalization=ckpt.normalize, quiet=args.quiet)
-    ckpt.check_classes(parts.eval_set.num_classes, "the eval data")
+    ckpt.check_classes(parts.eval_set.classes, "the eval data")
     model = ckpt.build_model(cfg.model).to(parts.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -304,6 +304,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         report=not args.no_report,
         log=lambda msg: print(msg, flush=True),
         cache=args.cache,
+        rerun_changed=args.rerun_changed,
     )
     return 0
 
@@ -562,6 +563,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="KD runs that differ only in KD settings (lambda, K, T, mode, weighting), the student or the optimizer "
         "share one teacher cache, built once in OUT/caches/ (runs without KD never wait for it)",
+    )
+    p.add_argument(
+        "--rerun-changed",
+        action="store_true",
+        help="start over the runs in OUT that were made with other settings (without it, such a run stops the "
+        "sweep before anything runs: it is never reused as done)",
     )
     p.set_defaults(func=cmd_sweep)
 

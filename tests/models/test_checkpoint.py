@@ -37,6 +37,11 @@ def test_round_trip_builds_the_model_with_its_weights(tmp_path):
     ckpt.check_classes(3)
     with pytest.raises(CheckpointError, match="predicts 3 classes but the eval data has 10"):
         ckpt.check_classes(10, "the eval data")
+    ckpt.check_classes(["c0", "c1", "c2"])
+    with pytest.raises(CheckpointError, match=r"other classes than the eval data has \(3 vs 3; label 1 is 'c1' there"):
+        ckpt.check_classes(["c0", "dog", "c2"], "the eval data")
+    with pytest.raises(CheckpointError, match=r"\(3 vs 2; label 2 is 'c2' there and absent here\)"):
+        ckpt.check_classes(["c0", "c1"])
     save_checkpoint(tmp_path / "last.pt", state)
     latest, problems = read_latest_run_checkpoint(tmp_path)
     assert latest.path == tmp_path / "last.pt" and problems == [] and latest.step == 7
