@@ -31,7 +31,7 @@ from torch import nn
 
 from augkd.checkpoint import CheckpointError, load_checkpoint, load_latest_checkpoint
 from augkd.config import ConfigError, config_from_dict
-from augkd.models.build import build_model
+from augkd.models.build import build_model, weights_mismatch
 from augkd.models.config import ModelConfig
 
 __all__ = [
@@ -167,8 +167,11 @@ class RunCheckpoint:
         try:
             module.load_state_dict(self.state[entry])
         except (RuntimeError, KeyError, TypeError) as exc:
+            state = self.state.get(entry)
+            why = weights_mismatch(module, state) if isinstance(state, Mapping) else None
             raise CheckpointError(
-                f"{self.path}: the {entry} weights do not fit {self.model_config.name!r}: {str(exc).splitlines()[0]}"
+                f"{self.path}: the {entry} weights do not fit {self.model_config.name!r}: "
+                f"{why or str(exc).splitlines()[0]}"
             ) from None
 
     def build_model(self, model_config: ModelConfig | None = None) -> nn.Module:
