@@ -241,3 +241,32 @@ def test_sweep_refuses_to_reuse_runs_made_with_other_settings(sweep_dir: Path, t
     run_sweep(None, grid, out, seeds=0, overrides=overrides, log=logs.append, report=False, rerun_changed=True)
     assert "(3 already done)" in logs[0] and "magnitude-6_kd-on" in logs[1]
     assert yaml.safe_load((out / "magnitude-6_kd-on" / "config.yaml").read_text())["kd"]["k"] == 3
+
+
+def test_an_interrupted_run_stops_the_sweep_without_starting_others(tmp_path, tiny_overrides, monkeypatch) -> None:
+    """Ctrl-C reaches the runs (they share the terminal): the sweep must not go on to start the queued ones."""
+    from augkd.experiments import sweep
+
+    started: list[list[str]] = []
+
+    def fake_call(cmd, **kwargs):
+        started.append(cmd)
+        return 130  # what `augkd train` returns on Ctrl-C
+
+    monkeypatch.setattr(sweep.subprocess, "call", fake_call)
+    overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith(("out_dir=", "name="))]
+    logs: list[str] = []
+    for jobs in (1, 2):
+        started.clear()
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(
+                None,
+                ["optim.lr=0.1,0.2,0.3,0.4"],
+                tmp_path / f"j{jobs}",
+                overrides=overrides,
+                jobs=jobs,
+                log=logs.append,
+            )
+        assert len(started) == jobs, started  # the runs already going when Ctrl-C came, no more
+    assert any("interrupted; the same command resumes it" in m for m in logs)
+    assert not any("FAILED" in m for m in logs)

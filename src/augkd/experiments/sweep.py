@@ -25,6 +25,7 @@ import hashlib
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -389,9 +390,12 @@ def run_sweep(
         n_groups = len({id(g) for g in caches.values()})
         log(f"augkd sweep: {len(caches)} KD runs share {n_groups} teacher cache(s) in {out / CACHES}")
     failed: list[str] = []
+    interrupted = threading.Event()  # Ctrl-C: the running runs stop (they share the terminal), no new one starts
 
     def one(i_run: tuple[int, SweepRun]) -> None:
         i, run = i_run
+        if interrupted.is_set():
+            return
         run_dir = out / run.name
         cmd = [sys.executable, "-m", "augkd", "train", "--quiet"]
         if config:
@@ -411,6 +415,10 @@ def run_sweep(
         log(f"[{i}/{len(todo)}] {run.name}: {'resuming' if partial else 'starting'}")
         with open(run_dir / "train.log", "a") as fh:
             rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        if rc in (130, -signal.SIGINT):
+            interrupted.set()
+            log(f"[{i}/{len(todo)}] {run.name}: interrupted; the same command resumes it")
+            return
         if rc != 0 or _status(run_dir) != "done":
             failed.append(run.name)
             log(f"[{i}/{len(todo)}] {run.name}: FAILED (exit {rc}); see {run_dir / 'train.log'}")
@@ -421,12 +429,18 @@ def run_sweep(
     if caches:  # runs without KD first: they never wait for a cache
         todo.sort(key=lambda r: r.name in caches)
 
-    if jobs == 1:
-        for item in enumerate(todo, 1):
-            one(item)
-    else:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            list(pool.map(one, enumerate(todo, 1)))
+    try:
+        if jobs == 1:
+            for item in enumerate(todo, 1):
+                one(item)
+        else:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                list(pool.map(one, enumerate(todo, 1)))
+    except KeyboardInterrupt:
+        interrupted.set()  # the pool's queued runs return at once instead of starting
+        raise
+    if interrupted.is_set():
+        raise KeyboardInterrupt
     if cache:
         manifest["caches"] = _caches_manifest(caches)
         atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
