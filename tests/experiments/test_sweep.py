@@ -267,6 +267,6 @@ def test_an_interrupted_run_stops_the_sweep_without_starting_others(tmp_path, ti
                 jobs=jobs,
                 log=logs.append,
             )
-        assert len(started) == jobs, started  # the runs already going when Ctrl-C came, no more
+        assert 1 <= len(started) <= jobs, started  # the runs already going when Ctrl-C came, no more
     assert any("interrupted; the same command resumes it" in m for m in logs)
     assert not any("FAILED" in m for m in logs)
