@@ -36,7 +36,12 @@ from augkd.models import count_parameters
 from augkd.train.build import RunError, resolve_device
 from augkd.train.config import TrainConfig
 from augkd.train.distributed import DistEnv, per_rank_batch
-from augkd.train.dryrun import check_teacher_cache, install_stand_in_teacher
+from augkd.train.dryrun import (
+    check_teacher_cache,
+    install_stand_in_teacher,
+    stand_in_description,
+    teacher_stand_in_reason,
+)
 from augkd.train.loop import evaluate, setup_run, train_one_epoch
 
 __all__ = ["KNOWN_SIZES", "data_sizes", "format_plan", "plan"]
@@ -165,7 +170,8 @@ def plan(
     eval_set = _random_set(2 * eval_per_device, eval_size, sizes["num_classes"], 2)
     cached = bool(cfg.kd.cache)
     cfg = check_teacher_cache(cfg, sizes["num_classes"], notes)
-    stand_in = cached or (cfg.kd.enabled and not Path(cfg.kd.teacher).is_file())
+    missing = teacher_stand_in_reason(cfg)
+    stand_in = cached or missing is not None
     run_cfg = dataclasses.replace(
         cfg,
         batch_size=per_device,
@@ -179,10 +185,8 @@ def plan(
     rss_before = _rss_bytes()
     run = setup_run(run_cfg, quiet=True, overwrite=True, datasets=(train_set, eval_set))
     if stand_in:
-        if not cached:
-            notes.append(
-                f"kd.teacher {cfg.kd.teacher!r} does not exist yet: timed with a copy of the student as teacher"
-            )
+        if missing:
+            notes.append(f"{missing}: timed with {stand_in_description(cfg)} as teacher")
         install_stand_in_teacher(cfg, run, notes)
     if warmup:
         train_one_epoch(run, 0, progress=False)
