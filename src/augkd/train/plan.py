@@ -88,11 +88,21 @@ def data_sizes(cfg: TrainConfig) -> dict[str, Any]:
     return {"train_images": train, "eval_images": test, "num_classes": classes, "source": source}
 
 
-def _random_set(n: int, size: int, num_classes: int, seed: int) -> InMemoryDataset:
+def _class_names(cfg: TrainConfig, num_classes: int) -> list[str]:
+    """The data's class names where a ``kd.class_map`` needs them (scanned, not decoded), else placeholders."""
+    if cfg.kd.class_map and cfg.data.dataset == "folder":
+        try:
+            return list(describe_dataset(cfg.data, prepare=False)["classes"])
+        except FileNotFoundError:
+            pass
+    return [f"class{i}" for i in range(num_classes)]
+
+
+def _random_set(n: int, size: int, classes: list[str], seed: int) -> InMemoryDataset:
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
-    labels = torch.randint(0, num_classes, (n,), generator=g)
-    return InMemoryDataset(images, labels, [f"class{i}" for i in range(num_classes)], name="calibration")
+    labels = torch.randint(0, len(classes), (n,), generator=g)
+    return InMemoryDataset(images, labels, classes, name="calibration")
 
 
 def _rss_bytes() -> int:
@@ -165,9 +175,10 @@ def plan(
     eval_per_device = max(1, min(per_device, cfg.eval_batch_size // gpus))
     device = resolve_device(cfg.device)
     size, eval_size = cfg.data.image_size, cfg.data.resolved_eval_size
-    train_set = _random_set(max(warmup, 1) * per_device, size, sizes["num_classes"], 0)
-    timed_set = _random_set(steps * per_device, size, sizes["num_classes"], 1)
-    eval_set = _random_set(2 * eval_per_device, eval_size, sizes["num_classes"], 2)
+    classes = _class_names(cfg, sizes["num_classes"])
+    train_set = _random_set(max(warmup, 1) * per_device, size, classes, 0)
+    timed_set = _random_set(steps * per_device, size, classes, 1)
+    eval_set = _random_set(2 * eval_per_device, eval_size, classes, 2)
     cached = bool(cfg.kd.cache)
     cfg = check_teacher_cache(cfg, sizes["num_classes"], notes)
     missing = teacher_stand_in_reason(cfg)
