@@ -79,7 +79,9 @@ def test_timm_teacher_logits_equal_timms_own_model_and_preprocessing(timm_teache
     assert teacher.size == size == 160 and not teacher.training
     torch.testing.assert_close(teacher(student_x), expected, rtol=1e-4, atol=1e-4)
     # through the class map: the student's three classes, in the student's order
-    mapped = load_teacher(parse_teacher("timm:test_resnet", weights=str(weights), class_map="auto"), STUDENT, student_norm=CIFAR)
+    mapped = load_teacher(
+        parse_teacher("timm:test_resnet", weights=str(weights), class_map="auto"), STUDENT, student_norm=CIFAR
+    )
     columns = [WNIDS.index(name) for name in STUDENT]
     torch.testing.assert_close(mapped(student_x), expected[:, columns], rtol=1e-4, atol=1e-4)
 
@@ -124,7 +126,9 @@ def test_class_map_files_groups_and_errors(tmp_path):
         assert class_map_groups(str(tmp_path / name), ["canine", "feline"], labels, 5) == [[2], [0, 1]]
     with pytest.raises(TeacherError, match="no teacher class in .* for student classes bird, fish"):
         class_map_groups(str(tmp_path / "map.txt"), ["bird", "feline", "fish"], labels, 5)
-    with pytest.raises(TeacherError, match="no teacher class among the teacher's class labels for student classes bird"):
+    with pytest.raises(
+        TeacherError, match="no teacher class among the teacher's class labels for student classes bird"
+    ):
         class_map_groups("auto", ["cat", "bird"], labels, 5)
     with pytest.raises(TeacherError, match="teacher class 'lion'"):
         class_map_groups(str(tmp_path / "map.txt"), ["feline"], ["cat", "dog"], 2)
@@ -148,7 +152,9 @@ def test_fingerprint_follows_weights_size_normalization_and_class_map(timm_teach
     base = parse_teacher("timm:test_resnet", weights=str(weights), class_map="auto")
     same = teacher_fingerprint(base)
     assert same == teacher_fingerprint(parse_teacher("timm:test_resnet", weights=str(weights), class_map="auto"))
-    native = parse_teacher("timm:test_resnet", weights=str(weights), class_map="auto", size=160, norm=((0.5,) * 3, (0.5,) * 3))
+    native = parse_teacher(
+        "timm:test_resnet", weights=str(weights), class_map="auto", size=160, norm=((0.5,) * 3, (0.5,) * 3)
+    )
     assert teacher_fingerprint(native) == same  # the source's own values, spelled out, are the same teacher
     changed = dict(model.state_dict())
     changed["fc.bias"] = changed["fc.bias"] + 1
@@ -176,7 +182,8 @@ def test_config_keys_and_their_errors(timm_teacher, tmp_path):
         cfg("kd.teacher=timm:test_resnet", f"kd.teacher_weights={weights}", "kd.teacher_size=96",
             "kd.teacher_norm=0.5,0.5,0.5/0.25,0.25,0.25", "kd.class_map=auto", "data.download=true")
     )  # fmt: skip
-    assert (spec.source, spec.ref, spec.size, spec.class_map, spec.download) == ("timm", "test_resnet", 96, "auto", True)
+    assert (spec.source, spec.ref, spec.size) == ("timm", "test_resnet", 96)
+    assert spec.class_map == "auto" and spec.download
     assert spec.norm == ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     assert teacher_spec(cfg("kd.teacher=timm:x", "kd.teacher_weights=w", "kd.teacher_norm=imagenet")).norm == IMAGENET
     bad = {

@@ -6,6 +6,7 @@ its state dict saved as safetensors and as a ``.pth``) and read back through aug
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import warnings
@@ -49,7 +50,9 @@ def timm_files(tmp_path_factory):
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 def test_a_timm_student_starts_from_a_weight_file(timm_files, suffix):
     model, out = timm_files
-    same_head = build_model(ModelConfig(name="timm:test_resnet", weights=str(out / f"w{suffix}")), 1000, init_weights=True)
+    same_head = build_model(
+        ModelConfig(name="timm:test_resnet", weights=str(out / f"w{suffix}")), 1000, init_weights=True
+    )
     _same(same_head.state_dict(), model.state_dict())
     notes: list[str] = []
     cfg = ModelConfig(name="timm:test_resnet", weights=str(out / f"w{suffix}"), kwargs={"drop_rate": 0.1})
@@ -68,7 +71,9 @@ def test_a_torchvision_network_from_safetensors_and_pth(tmp_path):
     torch.save({"state_dict": model.state_dict()}, tmp_path / "ckpt.pth")  # a training checkpoint's entry
     assert classifier_keys(model) == ["classifier.1.weight", "classifier.1.bias"]
     for name in ("w.safetensors", "ckpt.pth"):
-        built = build_model(ModelConfig(name="torchvision:squeezenet1_1", weights=str(tmp_path / name)), 1000, init_weights=True)
+        built = build_model(
+            ModelConfig(name="torchvision:squeezenet1_1", weights=str(tmp_path / name)), 1000, init_weights=True
+        )
         _same(built.state_dict(), model.state_dict())
 
 
@@ -103,8 +108,12 @@ def test_unsafe_and_unfit_files_are_one_line_errors(timm_files, tmp_path):
             assert "model.state_dict()" in text  # says how to save what is accepted
     assert not (tmp_path / "PWNED").exists()
     # weights of another architecture: the first key that does not fit is named
-    with pytest.raises(WeightsError, match=r"w.safetensors into timm:test_efficientnet: .*key 'conv_stem.weight' is missing"):
-        build_model(ModelConfig(name="timm:test_efficientnet", weights=str(out / "w.safetensors")), 1000, init_weights=True)
+    with pytest.raises(
+        WeightsError, match=r"w.safetensors into timm:test_efficientnet: .*key 'conv_stem.weight' is missing"
+    ):
+        build_model(
+            ModelConfig(name="timm:test_efficientnet", weights=str(out / "w.safetensors")), 1000, init_weights=True
+        )
     state = read_weight_file(out / "w.safetensors")
     bad = state | {"layer1.0.conv1.weight": state["layer1.0.conv1.weight"][:, :1]}
     with pytest.raises(WeightsError, match=r"key 'layer1.0.conv1.weight' has shape \(.*\) in the file"):
@@ -140,7 +149,9 @@ def empty_hubs(tmp_path, monkeypatch):
 
 def test_pretrained_comes_only_from_the_hub_caches_without_consent(empty_hubs, timm_files):
     torch_home, hf_home, fetched = empty_hubs
-    with pytest.raises(WeightsError, match=r"no pretrained weights on this machine \(looked for .*resnet18-f37072fd.pth\)"):
+    with pytest.raises(
+        WeightsError, match=r"no pretrained weights on this machine \(looked for .*resnet18-f37072fd.pth\)"
+    ):
         resolve_weights("torchvision:resnet18", "pretrained")
     with pytest.raises(WeightsError, match=r"looked for .*models--timm--test_resnet.*model.safetensors"):
         resolve_weights("timm:test_resnet", "pretrained")
@@ -176,4 +187,18 @@ def test_the_library_tables_list_and_describe_their_networks():
     assert tv.input_size == 224 and tv.std == (0.229, 0.224, 0.225)
     labels = tv_src.labels(torchvision.models.squeezenet1_1())
     assert len(labels) == 1000 and labels[0] == "n01440764"  # ImageNet-1k WordNet ids, in the heads' order
-    assert external.external_name("timm:resnet18") == ("timm", "resnet18") and external.external_name("wrn_28_10") is None
+    assert (
+        external.external_name("timm:resnet18") == ("timm", "resnet18") and external.external_name("wrn_28_10") is None
+    )
+
+
+def test_cli_lists_library_models_with_a_filter(capsys):
+    from augkd.cli import main
+
+    assert main(["models", "--source", "torchvision", "resnet1"]) == 0
+    out = capsys.readouterr()
+    assert out.out.split() == ["torchvision:resnet101", "torchvision:resnet152", "torchvision:resnet18"]
+    assert "3 torchvision models" in out.err
+    assert main(["models", "--source", "timm", "efficientnet_b*", "--json"]) == 0
+    names = [row["name"] for row in json.loads(capsys.readouterr().out)]
+    assert "timm:efficientnet_b0" in names and all(n.startswith("timm:efficientnet_b") for n in names)

@@ -94,7 +94,12 @@ def test_imagewoof_from_an_imagenet_timm_teacher_live_and_cached(tmp_path, woof,
     # live, with JPEGs decoded and cropped per batch by the stream loader
     summary = train(woof(tmp_path, "name=stream", "data.loader=stream", "data.workers=0"), quiet=True)
     row = json.loads((tmp_path / "stream" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert summary["kd"]["k"] == 5 and row["step"] == 3 and math.isfinite(row["train_kd_loss"]) and row["train_kd_loss"] > 0
+    assert (
+        summary["kd"]["k"] == 5
+        and row["step"] == 3
+        and math.isfinite(row["train_kd_loss"])
+        and row["train_kd_loss"] > 0
+    )
     # in memory: a teacher cache built from the same teacher serves a run with the live run's losses
     live = _steps(woof(tmp_path, "name=live"))
     build_teacher_cache(woof(tmp_path), tmp_path / "cache", epochs=1, k=5, quiet=True)
@@ -149,7 +154,10 @@ def test_dry_run_and_plan_with_a_library_teacher(tmp_path, woof, imagenet_teache
     assert res["notes"] == [] and res["kd"]["k"] == 5 and math.isfinite(res["losses"]["train_kd_loss"])
     later = woof(tmp_path, f"kd.teacher_weights={tmp_path / 'later.safetensors'}")
     res = dry_run(later)
-    assert any("weight file not found" in n and "timm:test_efficientnet with random weights stands in" in n for n in res["notes"])
+    assert any(
+        "weight file not found" in n and "timm:test_efficientnet with random weights stands in" in n
+        for n in res["notes"]
+    )
     p = plan(later, gpus=1, steps=1, warmup=0)
     assert any("timm:test_efficientnet with random weights as teacher" in n for n in p["notes"])
     assert not (tmp_path / "run").exists()

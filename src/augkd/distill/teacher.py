@@ -301,7 +301,7 @@ def _options_digest(spec: TeacherSpec, extra: dict[str, Any]) -> str:
     class_map: Any = spec.class_map
     if class_map not in ("", "auto"):
         path = Path(class_map).expanduser()
-        class_map = {"file": path.name, "sha256": file_sha256(path) if path.is_file() else None}
+        class_map = {"file_sha256": file_sha256(path) if path.is_file() else None}  # its content, not its name
     entries = {"size": spec.size, "norm": spec.norm, "class_map": class_map, **extra}
     return hashlib.sha256(json.dumps(entries, sort_keys=True, default=list).encode()).hexdigest()
 
