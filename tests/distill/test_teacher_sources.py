@@ -76,7 +76,7 @@ def test_timm_teacher_logits_equal_timms_own_model_and_preprocessing(timm_teache
     x01, student_x = _student_batch(64, CIFAR)
     expected = _reference(model, x01, cfg["mean"], cfg["std"], size)
     teacher = load_teacher(parse_teacher("timm:test_resnet", weights=str(weights)), 1000, student_norm=CIFAR)
-    assert teacher.size == size == 160 and not teacher.training
+    assert teacher.size == size == 160 and not teacher.model.training
     torch.testing.assert_close(teacher(student_x), expected, rtol=1e-4, atol=1e-4)
     # through the class map: the student's three classes, in the student's order
     mapped = load_teacher(
@@ -130,7 +130,7 @@ def test_class_map_files_groups_and_errors(tmp_path):
         TeacherError, match="no teacher class among the teacher's class labels for student classes bird"
     ):
         class_map_groups("auto", ["cat", "bird"], labels, 5)
-    with pytest.raises(TeacherError, match="teacher class 'lion'"):
+    with pytest.raises(TeacherError, match=r"teacher class 'tiger' \(for 'feline'\) is not one of the teacher's"):
         class_map_groups(str(tmp_path / "map.txt"), ["feline"], ["cat", "dog"], 2)
     with pytest.raises(TeacherError, match="file not found: .*nope.json"):
         class_map_groups(str(tmp_path / "nope.json"), ["feline"], labels, 5)

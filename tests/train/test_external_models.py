@@ -14,7 +14,7 @@ import math
 import pytest
 import timm
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from timm.data import ImageNetInfo
 from torch import nn
 
@@ -138,11 +138,16 @@ def test_a_timm_student_fine_tunes_resumes_exactly_and_evaluates(tmp_path, tiny_
     monkeypatch.setattr(loop, "train_one_epoch", original)
     train(cut, resume=True, quiet=True)
     a, b = (load_checkpoint(tmp_path / x / "tiny" / "last.pt") for x in "ab")
-    assert a["config"]["model"]["name"] == "timm:test_resnet" and a["model"]["fc.weight"].shape == (10, 64)
+    assert a["config"]["model"]["name"] == "timm:test_resnet" and a["model"]["fc.weight"].shape == (10, 96)
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
     assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
-    # the backbone started from the file: its first convolution moved away from it only by training
+    # the backbone starts from the file, the new head does not
+    start = setup_run(load_config(TrainConfig, None, tiny_overrides(tmp_path / "c", *overrides)), quiet=True).model
+    pretrained = timm.create_model("test_resnet").state_dict()
+    save_file_state = load_file(tmp_path / "in1k.safetensors")
+    assert torch.equal(start.state_dict()["conv1.0.weight"], save_file_state["conv1.0.weight"])
+    assert not torch.equal(start.state_dict()["conv1.0.weight"], pretrained["conv1.0.weight"])  # not a fresh init
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "a" / "tiny" / "best.pt"), "--json", "--quiet"]) == 0
     res = json.loads(capsys.readouterr().out)
