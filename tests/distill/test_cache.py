@@ -266,8 +266,8 @@ def test_cli_builds_a_cache_and_reports_mismatches_in_one_line(tmp_path, capsys,
     assert summary["written"] == [0] and summary["rows"] == 200 and summary["bytes_per_sample"] == 3 * 2 + 3 * 4 + 16
     assert main(["teacher-cache", "--out", str(tmp_path / "d"), *args]) == 2
     assert (
-        capsys.readouterr().err.strip()
-        == "augkd teacher-cache: error: no teacher: pass --teacher or kd.teacher=<checkpoint>"
+        capsys.readouterr().err.strip() == "augkd teacher-cache: error: no teacher: pass --teacher or "
+        "kd.teacher=<checkpoint | timm:NAME | torchvision:NAME>"
     )
     assert main(["train", "-q", *args, f"kd.cache={cache}", "seed=3"]) == 2
     err = capsys.readouterr().err.strip()
