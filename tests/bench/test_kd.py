@@ -13,6 +13,7 @@ def test_kd_benchmark_times_a_timm_teacher_at_its_own_size(cifar10_zip) -> None:
     )
     assert report["teacher"] == "timm:test_resnet" and (report["image_size"], report["teacher_size"]) == (32, 64)
     seconds = report["seconds"]
+    assert "teacher_resize" in seconds  # only reported when the teacher has its own size
     assert all(s > 0 and math.isfinite(s) for s in seconds.values())
     # the KD step ran the teacher on the resized batch: its KD term is real, and the cached one is the same
     assert math.isfinite(report["kd_loss"]) and report["kd_loss"] > 0
