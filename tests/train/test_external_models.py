@@ -166,3 +166,24 @@ def test_dry_run_and_plan_with_a_library_teacher(tmp_path, woof, imagenet_teache
     p = plan(later, gpus=1, steps=1, warmup=0)
     assert any("timm:test_efficientnet with random weights as teacher" in n for n in p["notes"])
     assert not (tmp_path / "run").exists()
+
+
+def test_ambiguity_and_teacher_cache_commands_take_a_library_teacher(
+    tmp_path, woof_args, woof_zip, cache_dir, imagenet_teacher, capsys
+):
+    teacher = ["--teacher", "timm:test_efficientnet", f"kd.teacher_weights={imagenet_teacher}", "kd.class_map=auto"]
+    data = [f"data.cache_dir={cache_dir}", "data.image_size=32", "data.test_subset_per_class=1", "kd.teacher_size=48"]
+    args = ["ambiguity", *teacher, "--data", str(woof_zip), "--images", "10", "--levels", "0", "10", "--gallery", "0"]
+    assert main([*args, "--out", str(tmp_path / "amb"), "--json", *data]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["clean"]["n"] == 10 and [r["level"] for r in res["policy"]] == [0, 10]
+    # without the class map the 1000-class teacher cannot answer for 10 breeds: one line saying what to set
+    assert main([*args[:4], "--data", str(woof_zip), "--out", str(tmp_path / "amb2"), *data]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "predicts 1000 classes but the student's data has 10; set kd.class_map" in err
+    # teacher-cache with --teacher timm:NAME: the cache serves the run whose kd.teacher names the same teacher
+    run_args = [a for a in woof_args(tmp_path) if not a.startswith("kd.teacher=")]
+    argv = ["teacher-cache", "--teacher", "timm:test_efficientnet", "--out", str(tmp_path / "c"), "--json", *run_args]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["written"] == [0]
+    assert main(["train", "-q", "--dry-run", *woof_args(tmp_path), f"kd.cache={tmp_path / 'c'}"]) == 0

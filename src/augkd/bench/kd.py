@@ -7,7 +7,8 @@ cache holds a CIFAR-10-sized epoch (50,000 rows) and each step reads a random ba
 
 A teacher at its own resolution (``teacher_size``, as ``kd.teacher_size``) sees the student's batch resized on the
 device (bilinear, antialiased): ``teacher_resize`` (reported only then) is that resize alone, and
-``teacher_forward`` and ``kd_step`` include it. The teacher may be any augkd model or a ``timm:NAME`` / ``torchvision:NAME`` network.
+``teacher_forward`` and ``kd_step`` include it. The teacher may be any augkd model or a ``timm:NAME`` /
+``torchvision:NAME`` network.
 
 The measurements are interleaved (plain, teacher, KD, cached, lookup, plain, ...) so that the machine's load
 drifts over all of them alike, and the medians are reported. ``cache_lookup`` is the cache read alone (a gather of
