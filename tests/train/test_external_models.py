@@ -23,7 +23,7 @@ from augkd.cli import main
 from augkd.config import load_config
 from augkd.train import loop
 from augkd.train.config import TrainConfig
-from augkd.train.dryrun import dry_run
+from augkd.train.dryrun import dry_run, format_dry_run
 from augkd.train.loop import setup_run, train, train_one_epoch
 from augkd.train.plan import plan
 from augkd.train.teacher_cache import build_teacher_cache
@@ -157,6 +157,8 @@ def test_a_timm_student_fine_tunes_resumes_exactly_and_evaluates(tmp_path, tiny_
 def test_dry_run_and_plan_with_a_library_teacher(tmp_path, woof, imagenet_teacher):
     res = dry_run(woof(tmp_path))
     assert res["notes"] == [] and res["kd"]["k"] == 5 and math.isfinite(res["losses"]["train_kd_loss"])
+    assert (res["kd"]["teacher_size"], res["kd"]["teacher_classes_kept"]) == (48, 10)
+    assert "the teacher sees 48 px images; its logits restricted to 10 mapped classes" in format_dry_run(res)
     later = woof(tmp_path, f"kd.teacher_weights={tmp_path / 'later.safetensors'}")
     res = dry_run(later)
     assert any(

@@ -205,9 +205,20 @@ def dry_run(cfg: TrainConfig, batch_size: int = DRY_RUN_BATCH, quiet: bool = Tru
         "losses": losses,
         "step_s": step_s,
         "eval_top1": res["top1"],
-        "kd": {"k": run.task.kd_loss.k, "lambda": cfg.kd.lambda_, "temperature": cfg.kd.temperature} if kd_on else None,
+        "kd": _kd_summary(cfg, run) if kd_on else None,
         "notes": notes,
     }
+
+
+def _kd_summary(cfg: TrainConfig, run: Run) -> dict[str, Any]:
+    """K, lambda, T, and what the live teacher sees: its input size and how many of its classes a map keeps."""
+    summary: dict[str, Any] = {"k": run.task.kd_loss.k, "lambda": cfg.kd.lambda_, "temperature": cfg.kd.temperature}
+    teacher = getattr(run.task, "teacher", None)
+    if isinstance(teacher, Teacher):
+        summary["teacher_size"] = teacher.size or cfg.data.image_size
+        if teacher.class_index is not None:
+            summary["teacher_classes_kept"] = int(teacher.class_index.shape[0])
+    return summary
 
 
 def format_dry_run(result: dict[str, Any]) -> str:
@@ -221,6 +232,13 @@ def format_dry_run(result: dict[str, Any]) -> str:
         f"  one step on a batch {tuple(result['batch_shape'])} uint8 of {result['num_classes']} classes: {losses} "
         f"in {result['step_s']:.2f}s; eval batch {tuple(result['eval_shape'])} ok",
     ]
+    if kd and "teacher_size" in kd:
+        kept = (
+            f"; its logits restricted to {kd['teacher_classes_kept']} mapped classes"
+            if "teacher_classes_kept" in kd
+            else ""
+        )
+        lines.append(f"  the teacher sees {kd['teacher_size']} px images{kept}")
     lines += [f"  note: {n}" for n in result["notes"]]
     lines.append("  nothing was written (no run folder)")
     return "\n".join(lines)
