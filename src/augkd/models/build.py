@@ -7,7 +7,13 @@ from collections.abc import Callable
 from torch import nn
 
 from augkd.models.config import ModelConfig
-from augkd.models.external import create_external, external_name, load_weights, read_weight_file, resolve_weights
+from augkd.models.external import (
+    create_external,
+    external_name,
+    load_weights,
+    read_weight_file,
+    resolve_weights,
+)
 from augkd.models.registry import create_model
 
 __all__ = ["build_model", "set_bn_momentum"]

@@ -39,6 +39,7 @@ __all__ = [
     "load_weights",
     "read_weight_file",
     "resolve_weights",
+    "weights_mismatch",
 ]
 
 #: Suffixes read as a pickled state dict (``torch.load(weights_only=True)``); ``.safetensors`` is read as such.
@@ -322,15 +323,18 @@ def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
     return _unwrap(path, obj)
 
 
-def _first_mismatch(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str | None:
+def weights_mismatch(model: nn.Module, state: Mapping[str, Any]) -> str | None:
+    """None when the state dict ``state`` fits ``model`` exactly, else its first misfit in one phrase: a key the
+    model needs and the file lacks, a shape that differs, or a key the model does not have."""
     own = model.state_dict()
     for key, value in own.items():
         if key not in state:
-            return f"key {key!r} is missing from the file"
-        if tuple(state[key].shape) != tuple(value.shape):
-            return f"key {key!r} has shape {tuple(state[key].shape)} in the file, {tuple(value.shape)} in the network"
+            return f"the file has no {key!r}"
+        theirs = getattr(state[key], "shape", None)
+        if theirs is not None and tuple(theirs) != tuple(value.shape):
+            return f"{key!r} is {tuple(theirs)} in the file and {tuple(value.shape)} in the model"
     extra = next((k for k in state if k not in own), None)
-    return f"key {extra!r} in the file is not in the network" if extra else None
+    return None if extra is None else f"the model has no {extra!r}"
 
 
 def load_weights(
@@ -357,7 +361,7 @@ def load_weights(
             dropped = [k for k in head if k in state]
             state = {k: v for k, v in state.items() if k not in head}
             state.update({k: own[k] for k in head})
-    problem = _first_mismatch(model, state)
+    problem = weights_mismatch(model, state)
     if problem:
         raise WeightsError(f"{what}: the weights do not fit: {problem}")
     try:
