@@ -121,6 +121,10 @@ def test_bad_point_fails_before_any_run(tmp_path: Path, tiny_overrides, capsys) 
     ("override", "message"),
     [
         ("kd.teacher={tmp}/no-teacher/best.pt", "kd.teacher {tmp}/no-teacher/best.pt is not a file"),
+        (
+            "kd.teacher=timm:test_resnet kd.teacher_weights={tmp}/w.safetensors",
+            "kd.teacher timm:test_resnet: weight file not found: {tmp}/w.safetensors",
+        ),
         ("kd.cache={tmp}/no-cache", "kd.cache {tmp}/no-cache is not a folder"),
         ("data.root={tmp}/no-data.zip", "data.root {tmp}/no-data.zip does not exist"),
     ],
@@ -129,7 +133,7 @@ def test_missing_paths_fail_before_any_run(tmp_path: Path, tiny_overrides, capsy
     # kd=off points would train, the kd=on ones would fail later with the reason only in a log: check them first
     fixed = [o for o in tiny_overrides(tmp_path) if not o.startswith(("out_dir=", "name="))]
     out = tmp_path / "s"
-    argv = ["sweep", *fixed, override.format(tmp=tmp_path), "--out", str(out), "--grid", "kd=off,on"]
+    argv = ["sweep", *fixed, *override.format(tmp=tmp_path).split(), "--out", str(out), "--grid", "kd=off,on"]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("augkd sweep: error: run kd-") and message.format(tmp=tmp_path) in err

@@ -248,6 +248,7 @@ def group_caches(config: str | None, runs: Sequence[SweepRun], out: Path) -> dic
         already name a ``kd.cache``, are not in it.
     """
     from augkd.config import config_to_dict
+    from augkd.distill.teacher import parse_teacher
 
     groups: dict[str, CacheGroup] = {}
     by_run: dict[str, CacheGroup] = {}
@@ -256,7 +257,8 @@ def group_caches(config: str | None, runs: Sequence[SweepRun], out: Path) -> dic
         if not cfg.kd.teacher or cfg.kd.cache:
             continue
         key = _stream_key(config_to_dict(cfg))
-        key["kd.teacher"] = str(Path(cfg.kd.teacher).resolve())
+        if parse_teacher(cfg.kd.teacher).source == "checkpoint":  # timm:NAME / torchvision:NAME stay as written
+            key["kd.teacher"] = str(Path(cfg.kd.teacher).resolve())
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
         group = groups.get(digest)
         if group is None:
@@ -269,7 +271,14 @@ def group_caches(config: str | None, runs: Sequence[SweepRun], out: Path) -> dic
 
 def missing_path(cfg: Any) -> str | None:
     """The first path ``cfg`` names that does not exist (the teacher, its cache, the data), as a sentence."""
-    if cfg.kd.teacher and not Path(cfg.kd.teacher).is_file():
+    from augkd.distill.teacher import parse_teacher, teacher_missing
+    from augkd.train.build import teacher_spec
+
+    if cfg.kd.teacher and parse_teacher(cfg.kd.teacher).source != "checkpoint":
+        why = teacher_missing(teacher_spec(cfg))  # the weight file of timm:NAME / torchvision:NAME
+        if why:
+            return f"kd.teacher {cfg.kd.teacher}: {why}"
+    elif cfg.kd.teacher and not Path(cfg.kd.teacher).is_file():
         return f"kd.teacher {cfg.kd.teacher} is not a file"
     if cfg.kd.cache and not Path(cfg.kd.cache).is_dir():
         return f"kd.cache {cfg.kd.cache} is not a folder (build it with augkd teacher-cache)"

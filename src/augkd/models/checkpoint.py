@@ -31,8 +31,9 @@ from torch import nn
 
 from augkd.checkpoint import CheckpointError, load_checkpoint, load_latest_checkpoint
 from augkd.config import ConfigError, config_from_dict
-from augkd.models.build import build_model, weights_mismatch
+from augkd.models.build import build_model
 from augkd.models.config import ModelConfig
+from augkd.models.external import weights_mismatch
 
 __all__ = [
     "RUN_CHECKPOINT_FORMAT",
