@@ -43,6 +43,14 @@ def test_teacher_is_frozen_and_stays_in_eval(teacher_ckpt):
 def test_teacher_errors(teacher_ckpt, tmp_path):
     with pytest.raises(TeacherError, match="predicts 10 classes but the student's data has 100"):
         load_teacher(teacher_ckpt, 100)
+    # The same count under other names is another label space (issue 18, family 2): refused, unless mapped.
+    from augkd.models.checkpoint import read_run_checkpoint
+
+    classes = read_run_checkpoint(teacher_ckpt).classes
+    load_teacher(teacher_ckpt, classes)
+    renamed = [*classes[:-1], "lorry"]
+    with pytest.raises(TeacherError, match=r"other classes than the student's data \(10 vs 10; label 9 is 'truck'"):
+        load_teacher(teacher_ckpt, renamed)
     with pytest.raises(CheckpointError, match="not found"):
         load_teacher(tmp_path / "nope.pt", 10)
     evil = tmp_path / "evil.pt"

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from augkd.distill.cache import file_sha256
-from augkd.models.checkpoint import RunCheckpoint, read_run_checkpoint
+from augkd.models.checkpoint import RunCheckpoint, class_mismatch, read_run_checkpoint
 from augkd.models.external import (
     EXTERNAL_SOURCES,
     WeightsError,
@@ -289,6 +289,12 @@ def _load_checkpoint_teacher(
         raise TeacherError(
             f"teacher {spec.ref} predicts {ckpt.num_classes} classes but the student's data has {len(names)}; "
             "a teacher must be trained on the same classes (or set kd.class_map)"
+        )
+    problem = None if spec.class_map or isinstance(classes, int) else class_mismatch(ckpt.classes, names)
+    if problem:  # the same count under other names is another label space: its top-K would be wrong labels
+        raise TeacherError(
+            f"teacher {spec.ref} was trained on other classes than the student's data ({problem}); "
+            "set kd.class_map to map them"
         )
     groups = class_map_groups(spec.class_map, names, ckpt.classes, ckpt.num_classes)
     model = ckpt.build_model().to(device)
