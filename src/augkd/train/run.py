@@ -46,6 +46,11 @@ class Run:
     """What the training step calls: ``model`` wrapped in DistributedDataParallel, or None for ``model``."""
     reported_bad_files: list[tuple[str, str]] = field(default_factory=list)
     """Unreadable images already written to ``bad_files.txt`` (``data.bad_files=skip``)."""
+    reference: nn.Module | None = None
+    """The model whose agreement with the student the evaluation measures (``eval.reference`` or the live KD
+    teacher), or None."""
+    sinks: list[Any] = field(default_factory=list)
+    """The open log sinks (:func:`~augkd.train.metrics.open_sinks`; rank 0 only)."""
 
     @property
     def augment(self) -> TrainAugment:
