@@ -28,6 +28,7 @@ __all__ = [
     "CachedDistillationTask",
     "ClassificationTask",
     "DistillationTask",
+    "Distiller",
     "kd_weights",
     "task_cross_entropy",
     "top_k_weights",
@@ -172,7 +173,18 @@ class DistillationTask(nn.Module):
         epoch: int,
         targets: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        logits = model(images)
+        return self.losses(model(images), images, labels, indices, epoch, targets)
+
+    def losses(
+        self,
+        logits: torch.Tensor,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        indices: torch.Tensor | None,
+        epoch: int,
+        targets: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`forward` from the student's ``logits`` on ``images`` (what :class:`Distiller` calls)."""
         task_loss = task_cross_entropy(logits, labels, targets, self.label_smoothing)
         teacher, lse_1 = self.teacher_views(images, labels, indices, epoch)
         if self.lam == 0:
@@ -216,3 +228,82 @@ class CachedDistillationTask(DistillationTask):
         index)."""
         summary = self.cache.lookup(epoch, indices, self.kd_loss.k, self.kd_loss.temperature)
         return summary, self.cache.lookup(epoch, indices, 1, 1.0).lse
+
+
+class Distiller(nn.Module):
+    """Top-K knowledge distillation for a training loop of your own: ``loss = distiller(student_logits, images,
+    labels)``.
+
+    The teacher sees ``images`` (the very batch the student saw, normalized the student's way) in eval mode without
+    gradients; the loss is ``CE(student, labels) + lam * TopKKL(student, teacher)``. ``labels`` may be int class
+    indices or soft targets ``(B, C)`` (from :class:`~augkd.augment.mix.Mixer`); the last call's terms and the
+    student's agreement with the teacher are kept in :attr:`last`.
+
+    Args:
+        teacher: a model taking the student's normalized images (frozen here), or None with ``cache``.
+        k, temperature, mode, t2_scale: the top-K KL (:class:`~augkd.distill.loss.TopKKL`); the paper's CIFAR-10
+            values K = 3, T = 2 by default.
+        lam: weight of the KD term.
+        label_smoothing: of the cross-entropy (soft targets from a ``Mixer`` usually carry their own already).
+        cache: a teacher soft-label cache (folder or :class:`~augkd.distill.cache.TeacherCache`) to read the
+            teacher's view from instead; calls then need the batch's sample ``indices`` and ``epoch``.
+
+    Example:
+        >>> distiller = Distiller(teacher, k=3, temperature=2.0)
+        >>> loss = distiller(student(x), x, y)  # doctest: +SKIP
+        >>> loss.backward()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module | None = None,
+        k: int = 3,
+        temperature: float = 2.0,
+        lam: float = 1.0,
+        mode: str = "renorm",
+        t2_scale: bool = True,
+        label_smoothing: float = 0.0,
+        cache: TeacherCache | str | None = None,
+    ) -> None:
+        super().__init__()
+        if (teacher is None) == (cache is None):
+            raise ValueError("Distiller needs a teacher or a cache (exactly one)")
+        kd_loss = TopKKL(k, temperature, mode, t2_scale)
+        if cache is not None:
+            reader = cache if isinstance(cache, TeacherCache) else TeacherCache(cache)
+            self.task: DistillationTask = CachedDistillationTask(reader, kd_loss, lam, label_smoothing)
+        else:
+            teacher.requires_grad_(False)
+            self.task = DistillationTask(_Frozen(teacher), kd_loss, lam, label_smoothing)
+        self.last: dict[str, torch.Tensor] = {}
+
+    def forward(
+        self,
+        student_logits: torch.Tensor,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        indices: torch.Tensor | None = None,
+        epoch: int = 0,
+    ) -> torch.Tensor:
+        if isinstance(self.task, CachedDistillationTask) and indices is None:
+            raise ValueError("a cache-backed Distiller needs the batch's sample indices (and epoch)")
+        targets = labels if labels.is_floating_point() else None
+        hard = labels.argmax(1) if targets is not None else labels
+        out = self.task.losses(student_logits, images, hard, indices, epoch, targets)
+        self.last = {k: v.detach() for k, v in out.items() if k not in ("output", "loss")}
+        return out["loss"]
+
+
+class _Frozen(nn.Module):
+    """A teacher in eval mode whatever ``train()`` says, run without gradients."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.eval()
+
+    def train(self, mode: bool = True) -> _Frozen:
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
