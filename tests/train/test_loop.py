@@ -389,14 +389,15 @@ def test_mixup_cutmix_with_kd_trains_resumes_exactly_and_logs_agreement(tmp_path
     assert summary["mix"]["cutmix"] == 1.0 and summary["final_agree_top1"] == rows[-1]["test_agree_top1"]
 
 
-def test_a_run_without_kd_measures_agreement_with_eval_reference(tmp_path, tiny_config, teacher, capsys):
+def test_a_run_without_kd_measures_agreement_with_eval_reference(
+    tmp_path, tiny_config, teacher, capsys, tiny_overrides
+):
     from augkd.cli import main
 
     train(tiny_config(tmp_path, f"eval.reference={teacher}", "epochs=1"), quiet=True)
     row = json.loads((tmp_path / "tiny" / "metrics.jsonl").read_text().splitlines()[-1])
     assert "train_agree_top1" not in row and 0 <= row["test_agree_top1"] <= 100 and row["test_teacher_kl"] > 0
-    args = ["train", "-q", f"out_dir={tmp_path}", "name=x", f"eval.reference={tmp_path / 'nope.pt'}"]
-    assert main(args) == 2
+    assert main(["train", "-q", *tiny_overrides(tmp_path, "name=x", f"eval.reference={tmp_path / 'nope.pt'}")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("augkd train: error: eval.reference: ")
 

@@ -157,7 +157,8 @@ class Mixer(nn.Module):
             cutmix = u[1] < self.switch_prob
         else:
             cutmix = torch.full(index.shape, self.cutmix_alpha > 0)
-        alpha = torch.where(cutmix, self.cutmix_alpha, self.mixup_alpha).to(torch.float64)
+        alphas = torch.tensor([self.mixup_alpha, self.cutmix_alpha], dtype=torch.float64)
+        alpha = alphas[cutmix.long()]
         lam = torch.where(u[0] < self.prob, beta(seed, epoch, index, alpha), torch.ones_like(alpha))
         cutmix &= lam < 1
         cy = rng.randint(seed, epoch, index, rng.SLOTS["mix_box_y"], h)
