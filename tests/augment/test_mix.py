@@ -22,7 +22,7 @@ def test_beta_draws_follow_numpys_beta(alpha):
     n = 20000
     ours = beta(0, 3, torch.arange(n), alpha).numpy()
     ref = np.random.default_rng(0).beta(alpha, alpha, n)
-    assert ((ours > 0) & (ours < 1)).all()
+    assert ((ours >= 0) & (ours <= 1)).all()  # small alphas put mass at the ends, as numpy does
     assert _ks_distance(ours, ref) < 1.73 * np.sqrt(2 / n)  # the 0.5% critical value of the KS test
     assert abs(ours.var() - 1 / (4 * (2 * alpha + 1))) < 0.01
 
