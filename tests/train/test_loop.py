@@ -419,6 +419,14 @@ def test_tensorboard_continues_a_resumed_run_without_duplicate_steps(tmp_path, m
     rows = [json.loads(line) for line in (tmp_path / "tiny" / "metrics.jsonl").read_text().splitlines()]
     assert [e.value for e in events.Scalars("epoch/train_loss")] == pytest.approx([r["train_loss"] for r in rows])
     assert {"train/lr", "train/images_per_s"} <= set(events.Tags()["scalars"])
+    # The resumed stream starts with TensorBoard's purge marker at the first step it retakes (5: after epoch 1),
+    # so any reader drops what the interrupted epoch wrote, not only one that purges steps going backwards.
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.compat.proto.event_pb2 import SessionLog
+
+    files = sorted((tmp_path / "tiny" / "tensorboard").glob("events.out.tfevents.*"))
+    starts = [e.step for f in files for e in EventFileLoader(str(f)).Load() if e.session_log.status == SessionLog.START]
+    assert len(files) == 2 and starts == [5]
 
 
 def test_tensorboard_without_the_package_is_one_line(tmp_path, monkeypatch, capsys, tiny_overrides):
