@@ -46,25 +46,22 @@ Params = dict[str, torch.Tensor]
 _GAMMA_TRIES = 8
 
 
-def _gamma(seed: int, epoch: int, index: torch.Tensor, alpha: torch.Tensor, base: int) -> torch.Tensor:
-    """Gamma(alpha, 1) variates (float64, CPU), one per element of ``index``, from slots ``base ..``."""
+def _gamma(u: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Gamma(alpha, 1) variates (float64) from uniforms ``u`` of shape ``(3 * tries + 1, B)``: Marsaglia and Tsang's
+    rejection method, all tries at once, the first accepted one kept (the last when none is)."""
+    tries = (u.shape[0] - 1) // 3
     boost = alpha < 1  # Gamma(a) = Gamma(a + 1) * U^(1/a) (Marsaglia and Tsang, section 6)
     a = torch.where(boost, alpha + 1.0, alpha)
     d = a - 1.0 / 3.0
     c = 1.0 / torch.sqrt(9.0 * d)
-    out = torch.zeros_like(alpha)
-    done = torch.zeros(index.shape, dtype=torch.bool)
-    for t in range(_GAMMA_TRIES):
-        u = rng.key_to_uniform(rng.keys(seed, epoch, index, [base + 3 * t, base + 3 * t + 1, base + 3 * t + 2]))
-        u = u.to(torch.float64)
-        z = torch.sqrt(-2.0 * torch.log1p(-u[0])) * torch.cos(2.0 * math.pi * u[1])
-        v = (1.0 + c * z) ** 3
-        log_v = torch.log(v.clamp_min(1e-300))
-        ok = (v > 0) & (torch.log1p(-u[2]) < 0.5 * z * z + d - d * v + d * log_v)
-        out = torch.where((ok | (t == _GAMMA_TRIES - 1)) & ~done, d * v.clamp_min(0.0), out)
-        done |= ok
-    u = rng.key_to_uniform(rng.key(seed, epoch, index, base + 3 * _GAMMA_TRIES)).to(torch.float64)
-    return torch.where(boost, out * (1.0 - u) ** (1.0 / alpha), out)
+    u1, u2, u3 = u[0 : 3 * tries : 3], u[1 : 3 * tries : 3], u[2 : 3 * tries : 3]
+    z = torch.sqrt(-2.0 * torch.log1p(-u1)) * torch.cos(2.0 * math.pi * u2)
+    v = (1.0 + c * z) ** 3
+    ok = (v > 0) & (torch.log1p(-u3) < 0.5 * z * z + d - d * v + d * torch.log(v.clamp_min(1e-300)))
+    ok[-1] = True
+    first = ok.to(torch.uint8).argmax(dim=0, keepdim=True)  # the first accepted try
+    out = (d * v.clamp_min(0.0)).gather(0, first).squeeze(0)
+    return torch.where(boost, out * (1.0 - u[-1]) ** (1.0 / alpha), out)
 
 
 def beta(seed: int, epoch: int, index: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:
@@ -78,8 +75,10 @@ def beta(seed: int, epoch: int, index: torch.Tensor, alpha: float | torch.Tensor
     """
     index = index.detach().to("cpu", torch.int64)
     alpha = torch.as_tensor(alpha, dtype=torch.float64).expand(index.shape)
-    x = _gamma(seed, epoch, index, alpha, rng.SLOTS["mix_gamma_x"])
-    y = _gamma(seed, epoch, index, alpha, rng.SLOTS["mix_gamma_y"])
+    n = 3 * _GAMMA_TRIES + 1
+    slots = [rng.SLOTS["mix_gamma_x"] + j for j in range(n)] + [rng.SLOTS["mix_gamma_y"] + j for j in range(n)]
+    u = rng.key_to_uniform(rng.keys(seed, epoch, index, slots)).to(torch.float64)  # one hash pass for all draws
+    x, y = _gamma(u[:n], alpha), _gamma(u[n:], alpha)
     total = x + y
     return torch.where(total > 0, x / total.clamp_min(1e-300), torch.full_like(x, 0.5))
 
@@ -152,7 +151,9 @@ class Mixer(nn.Module):
             raise ValueError(f"epoch must be >= 0; got {epoch}")
         h, w = (image_size, image_size) if isinstance(image_size, int) else (int(s) for s in image_size)
         seed = self.seed if seed is None else int(seed)
-        u = rng.key_to_uniform(rng.keys(seed, epoch, index, [rng.SLOTS["mix_apply"], rng.SLOTS["mix_switch"]]))
+        names = ("mix_apply", "mix_switch", "mix_box_y", "mix_box_x")
+        k = rng.keys(seed, epoch, index, [rng.SLOTS[name] for name in names])
+        u = rng.key_to_uniform(k[:2])
         if self.mixup_alpha > 0 and self.cutmix_alpha > 0:
             cutmix = u[1] < self.switch_prob
         else:
@@ -161,8 +162,7 @@ class Mixer(nn.Module):
         alpha = alphas[cutmix.long()]
         lam = torch.where(u[0] < self.prob, beta(seed, epoch, index, alpha), torch.ones_like(alpha))
         cutmix &= lam < 1
-        cy = rng.randint(seed, epoch, index, rng.SLOTS["mix_box_y"], h)
-        cx = rng.randint(seed, epoch, index, rng.SLOTS["mix_box_x"], w)
+        cy, cx = rng.key_to_randint(k[2], h), rng.key_to_randint(k[3], w)
         box = torch.where(cutmix[:, None], self._box(cy, cx, lam, h, w), 0)
         area = (box[:, 1] - box[:, 0]) * (box[:, 3] - box[:, 2])
         lam = torch.where(cutmix, 1.0 - area.double() / (h * w), lam)
@@ -192,21 +192,22 @@ class Mixer(nn.Module):
                 f"{tuple(partners.shape)}"
             )
         dev = images.device
-        lam = params["lam"].to(dev).view(-1, 1, 1, 1)
-        cutmix = params["cutmix"].to(dev)
-        mixup = (lam.view(-1) < 1) & ~cutmix
-        out = images
-        if bool(mixup.any()):
-            blend = (images.float() * lam + partners.float() * (1.0 - lam)).round_().clamp_(0, 255).to(torch.uint8)
-            out = torch.where(mixup.view(-1, 1, 1, 1), blend, out)
-        if bool(cutmix.any()):
-            box = params["box"].to(dev)
+        lam, cutmix = params["lam"].to(dev), params["cutmix"].to(dev)
+        out = images.clone()
+        rows = ((lam < 1) & ~cutmix).nonzero().squeeze(1)  # Mixup rows only: the others need no float pass
+        if len(rows):
+            w = lam[rows].view(-1, 1, 1, 1)
+            blend = images[rows].float() * w + partners[rows].float() * (1.0 - w)
+            out[rows] = blend.round_().clamp_(0, 255).to(torch.uint8)
+        rows = cutmix.nonzero().squeeze(1)
+        if len(rows):
+            box = params["box"].to(dev)[rows]
             h, w = images.shape[-2:]
             ys = torch.arange(h, device=dev).view(1, h, 1)
             xs = torch.arange(w, device=dev).view(1, 1, w)
             inside = (ys >= box[:, 0, None, None]) & (ys < box[:, 1, None, None])
             inside = inside & (xs >= box[:, 2, None, None]) & (xs < box[:, 3, None, None])
-            out = torch.where((inside & cutmix.view(-1, 1, 1)).unsqueeze(1), partners, out)
+            out[rows] = torch.where(inside.unsqueeze(1), partners[rows], out[rows])
         return out
 
     def forward(
