@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import augkd
+from augkd.io import out_folder
 
 __all__ = ["main"]
 
@@ -165,7 +166,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ckpt = read_run_checkpoint(checkpoint)
     cfg = build_config(TrainConfig, ckpt.config, args.overrides)
     parts = build_components(cfg, loaders=("eval",), normalization=ckpt.normalize, quiet=args.quiet)
-    ckpt.check_classes(parts.eval_set.num_classes, "the eval data")
+    ckpt.check_classes(parts.eval_set.classes, "the eval data")
     model = ckpt.build_model(cfg.model).to(parts.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -282,6 +283,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
         print(f"wrote {make_mix_gallery(images, targets, train_set.classes, out)}")
         return 0
     out = _gallery_path(args.out, args.policy, full.out_dir)
+    out_folder(out.parent)  # before the data is decoded
     train_set, _ = build_datasets(full.data, quiet=True)
     pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(args.seed))[: args.images]
     out = make_gallery(train_set.images[pick], args.policy, out, levels=args.levels)
@@ -314,6 +316,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         report=not args.no_report,
         log=lambda msg: print(msg, flush=True),
         cache=args.cache,
+        rerun_changed=args.rerun_changed,
     )
     return 0
 
@@ -321,6 +324,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from augkd.experiments.report import make_report
 
+    out_folder(args.out)
     res = make_report(args.runs, args.out, title=args.title)
     print(f"wrote {res['markdown']}, {res['json']}" + "".join(f", {p}" for p in res["plots"]))
     return 0
@@ -339,6 +343,7 @@ def cmd_ambiguity(args: argparse.Namespace) -> int:
 
     if args.images < 1:
         raise CliError(f"--images must be >= 1, got {args.images}")
+    out_folder(args.out)  # before a minute of measuring
     args.teacher = str(_checkpoint_arg(args.teacher, "teacher checkpoint"))
     ckpt = read_run_checkpoint(args.teacher)
     overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
@@ -580,6 +585,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="KD runs that differ only in KD settings (lambda, K, T, mode, weighting), the student or the optimizer "
         "share one teacher cache, built once in OUT/caches/ (runs without KD never wait for it)",
     )
+    p.add_argument(
+        "--rerun-changed",
+        action="store_true",
+        help="start over the runs in OUT that were made with other settings (without it, such a run stops the "
+        "sweep before anything runs: it is never reused as done)",
+    )
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="Markdown table and PNG plots over finished runs or sweeps")
@@ -647,8 +658,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         NonFiniteError,
         WriteError,
         ValueError,
-        FileNotFoundError,
-        NotADirectoryError,
+        OSError,  # unreadable, read-only, full, a file where a folder belongs, a link loop: named by _one_line
     )
 
 
@@ -684,11 +694,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_errors() as exc:
         if args.debug:
             raise
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in msg:
-            msg = f"{msg}: {exc.filename}"
-        print(f"augkd {args.command}: error: {msg}", file=sys.stderr)
+        print(f"augkd {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of a user-caused failure in one line; an operating-system error names its file and reason
+    (``Too many levels of symbolic links: data/a/x.png``) rather than ``[Errno 40] ...``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        files = [str(f) for f in (exc.filename, exc.filename2) if f is not None and str(f) not in exc.strerror]
+        return f"{exc.strerror}: {' -> '.join(files)}" if files else exc.strerror
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in msg:
+        msg = f"{msg}: {exc.filename}"
+    return msg if len(msg) <= 600 else msg[:597] + "..."  # a message that quotes a damaged file's bytes
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,8 +31,10 @@ __all__ = [
     "ConfigError",
     "build_config",
     "check_finite",
+    "config_diff",
     "config_from_dict",
     "config_to_dict",
+    "describe_changes",
     "field_docs",
     "key_name",
     "load_config",
@@ -110,6 +112,29 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
         return value
 
     return rename(dataclasses.asdict(cfg))
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict) or not data:
+        return {prefix.rstrip("."): data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flat(value, f"{prefix}{key}."))
+    return out
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (old value, new value)}`` for every leaf that differs between two plain configs (a key that
+    only one side has counts as a change from or to ``None``), in sorted key order."""
+    a, b = _flat(old), _flat(new)
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
+
+
+def describe_changes(changes: dict[str, tuple[Any, Any]], limit: int = 4) -> str:
+    """``optim.lr 0.1 -> 0.2, seed 0 -> 1`` (at most ``limit`` changes, then how many more)."""
+    items = [f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items()]
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:

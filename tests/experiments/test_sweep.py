@@ -213,3 +213,31 @@ def test_sweep_with_cache_equals_live_teacher_runs(sweep_dir: Path, tmp_path, ti
     logs.clear()
     again = sweep()
     assert not any("building" in line for line in logs) and again["caches"][0]["build_seconds"] is not None
+
+
+def test_sweep_refuses_to_reuse_runs_made_with_other_settings(sweep_dir: Path, tmp_path, tiny_overrides, tiny_teacher):
+    """Family 2 of the robustness issue: a finished run is reused only if the sweep would make the same config."""
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(sweep_dir, out)
+    overrides = [o for o in tiny_overrides(out) if not o.startswith(("out_dir=", "name="))]
+    overrides += ["augment.policy=geo-n2-m3", f"kd.teacher={tiny_teacher}"]
+    grid = ["augment.magnitude=0,6", "kd=off,on"]
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*/summary.json")}
+    with pytest.raises(SweepError, match=r"run magnitude-0_kd-off in .* was made with other settings \(optim\.lr"):
+        run_sweep(None, grid, out, seeds=0, overrides=[*overrides, "optim.lr=0.2"], log=lambda m: None)
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/summary.json")} == before  # nothing ran
+    # Settings that change no result (threads, the decoded cache's folder) keep the runs.
+    logs: list[str] = []
+    neutral = [*overrides, "threads=1", f"data.cache_dir={tmp_path / 'elsewhere'}"]
+    run_sweep(None, grid, out, seeds=0, overrides=neutral, log=logs.append, report=False)
+    assert "(4 already done)" in logs[0]
+    # --rerun-changed starts over the changed runs only.
+    config = yaml.safe_load((out / "magnitude-6_kd-on" / "config.yaml").read_text())
+    config["kd"]["k"] = 5
+    (out / "magnitude-6_kd-on" / "config.yaml").write_text(yaml.safe_dump(config))
+    logs.clear()
+    run_sweep(None, grid, out, seeds=0, overrides=overrides, log=logs.append, report=False, rerun_changed=True)
+    assert "(3 already done)" in logs[0] and "magnitude-6_kd-on" in logs[1]
+    assert yaml.safe_load((out / "magnitude-6_kd-on" / "config.yaml").read_text())["kd"]["k"] == 3

@@ -37,6 +37,11 @@ def test_round_trip_builds_the_model_with_its_weights(tmp_path):
     ckpt.check_classes(3)
     with pytest.raises(CheckpointError, match="predicts 3 classes but the eval data has 10"):
         ckpt.check_classes(10, "the eval data")
+    ckpt.check_classes(["c0", "c1", "c2"])
+    with pytest.raises(CheckpointError, match=r"other classes than the eval data has \(3 vs 3; label 1 is 'c1' there"):
+        ckpt.check_classes(["c0", "dog", "c2"], "the eval data")
+    with pytest.raises(CheckpointError, match=r"\(3 vs 2; label 2 is 'c2' there and absent here\)"):
+        ckpt.check_classes(["c0", "c1"])
     save_checkpoint(tmp_path / "last.pt", state)
     latest, problems = read_latest_run_checkpoint(tmp_path)
     assert latest.path == tmp_path / "last.pt" and problems == [] and latest.step == 7
@@ -69,8 +74,16 @@ def test_weights_that_do_not_fit_are_one_line(tmp_path):
     state["model"] = create_model("resnet32", num_classes=3).state_dict()
     save_checkpoint(tmp_path / "x.pt", state)
     ckpt = read_run_checkpoint(tmp_path / "x.pt")
-    with pytest.raises(CheckpointError, match="the model weights do not fit 'resnet20'"):
+    with pytest.raises(
+        CheckpointError, match="the model weights do not fit 'resnet20': the model has no 'stage1.3.conv1.weight'"
+    ):
         ckpt.build_model()
+    # A wider network: the first mismatching key and both shapes are named.
+    state["model"] = create_model("resnet20", num_classes=3).state_dict()
+    state["model"]["conv1.weight"] = torch.zeros(32, 3, 3, 3)
+    save_checkpoint(tmp_path / "y.pt", state)
+    with pytest.raises(CheckpointError, match=r"'conv1.weight' is \(32, 3, 3, 3\) in the file and \(16, 3, 3, 3\)"):
+        read_run_checkpoint(tmp_path / "y.pt").build_model()
 
 
 def test_eval_of_a_mismatched_checkpoint_is_a_one_line_error(tmp_path, capsys):

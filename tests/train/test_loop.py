@@ -440,3 +440,55 @@ def test_tensorboard_without_the_package_is_one_line(tmp_path, monkeypatch, caps
     assert err == (
         "augkd train: error: log.tensorboard=true needs the tensorboard package: pip install 'augkd[tensorboard]'"
     )
+
+
+def test_resume_refuses_a_config_that_changes_the_finished_epochs(tmp_path, monkeypatch, tiny_config):
+    """Family 2 of the robustness issue: --resume compares the saved config, whatever the key."""
+    from augkd.train import loop
+
+    _stop_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tmp_path), quiet=True)
+    monkeypatch.undo()
+    saved = (tmp_path / "tiny" / "config.yaml").read_text()
+    for change in ("optim.lr=0.3", "seed=5", "augment.policy=geo-n2-m3", "data.subset_per_class=10", "kd.k=5"):
+        with pytest.raises(RunError, match=r"cannot resume .*changes what its finished epochs") as err:
+            train(tiny_config(tmp_path, change), resume=True, quiet=True)
+        assert change.split("=")[0] in str(err.value) and "\n" not in str(err.value)
+    assert (tmp_path / "tiny" / "config.yaml").read_text() == saved  # nothing was overwritten
+    # Even with config.yaml gone, the checkpoint's own config is compared.
+    (tmp_path / "tiny" / "config.yaml").unlink()
+    with pytest.raises(RunError, match=r"optim\.lr 0\.\d+ -> 0\.3"):
+        train(tiny_config(tmp_path, "optim.lr=0.3"), resume=True, quiet=True)
+    assert loop.CONFIG_HISTORY == "config_history.jsonl"
+
+
+def test_resume_may_change_the_future_and_records_it(tmp_path, monkeypatch, tiny_config):
+    _stop_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tmp_path), quiet=True)
+    monkeypatch.undo()
+    train(tiny_config(tmp_path, "epochs=3", "eval_every=2", "threads=1"), resume=True, quiet=True)
+    run = tmp_path / "tiny"
+    history = [json.loads(line) for line in (run / "config_history.jsonl").read_text().splitlines()]
+    assert len(history) == 1 and history[0]["resumed_after_epoch"] == 1
+    assert history[0]["changes"]["epochs"] == [2, 3] and history[0]["changes"]["eval_every"] == [1, 2]
+    assert load_checkpoint(run / "last.pt")["epoch"] == 3
+
+
+def test_resume_refuses_data_with_other_class_names(tmp_path, monkeypatch, tiny_config):
+    """The same number of classes under other names is other data (a checkpoint made on another dataset)."""
+    from augkd.checkpoint import save_checkpoint
+
+    _stop_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tmp_path), quiet=True)
+    monkeypatch.undo()
+    last = tmp_path / "tiny" / "last.pt"
+    state = load_checkpoint(last)
+    state["classes"] = [*state["classes"][:-1], "lorry"]
+    save_checkpoint(last, state)
+    with pytest.raises(
+        RunError, match=r"other classes than the data has \(10 vs 10; label 9 is 'lorry' there and 'truck' here\)"
+    ):
+        train(tiny_config(tmp_path), resume=True, quiet=True)

@@ -20,6 +20,7 @@ from augkd.augment.policies import GEOMETRIC_OPS
 from augkd.augment.spec import build_policy
 from augkd.data import DeviceLoader, InMemoryDataset
 from augkd.data.pipeline import Normalize
+from augkd.io import out_folder
 from augkd.train.build import build_pipeline
 from augkd.train.config import TrainConfig
 
@@ -107,7 +108,7 @@ def make_gallery(
                 ax.set_ylabel(" +\n".join(row_ops), fontsize=8)
     fig.suptitle(f"{title} ({space} levels)", fontsize=10)
     out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out_folder(out.parent)
     fig.savefig(out, dpi=100)
     return out
 
@@ -161,6 +162,6 @@ def make_mix_gallery(
         ax.set_title(" + ".join(parts), fontsize=8)
     fig.suptitle("training images after Mixup / CutMix (class weights of the soft target)", fontsize=9)
     out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out_folder(out.parent)
     fig.savefig(out, dpi=100)
     return out

@@ -2,7 +2,9 @@
 
 Every point of the grid (times every seed) is one ``augkd train`` process with its own run folder
 ``<out>/<axis>-<value>_..._seed-<s>``. Finished runs (``summary.json`` present) are skipped and interrupted ones
-resumed, so a sweep is resumable by running the same command again. Every run's config is built before the
+resumed, so a sweep is resumable by running the same command again; a run folder made with other settings (its
+``config.yaml`` differs in a key that changes results) stops the sweep before anything runs, unless
+``--rerun-changed`` starts it over. Every run's config is built before the
 first run starts, so a typo in any axis fails at once. When every run is done the report is written
 (:mod:`augkd.experiments.report`).
 
@@ -33,6 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from augkd.config import describe_changes
 from augkd.io import atomic_write_text
 
 __all__ = [
@@ -99,6 +104,8 @@ class SweepRun:
     name: str
     point: dict[str, str]
     overrides: list[str] = field(default_factory=list)
+    config: Any = None
+    """The run's :class:`~augkd.train.config.TrainConfig`, built by :func:`plan_sweep`."""
 
 
 def parse_grid(items: Sequence[str]) -> list[Axis]:
@@ -177,7 +184,7 @@ def plan_sweep(
     runs = expand_grid(axes, seeds)
     for run in runs:
         run.overrides = [*overrides, *run.overrides, f"out_dir={out}", f"name={run.name}"]
-        cfg = _run_config(config, run)
+        cfg = run.config = _run_config(config, run)
         if "kd" in run.point and KD_SWITCH[run.point["kd"].lower()] and not cfg.kd.enabled:
             raise SweepError(
                 f"run {run.name}: kd=on needs a teacher (set kd.teacher or kd.cache in the config or as an override)"
@@ -278,6 +285,36 @@ def _status(run_dir: Path) -> str:
     return "new"
 
 
+def stale_runs(runs: Sequence[SweepRun], out: Path) -> dict[str, dict[str, tuple[Any, Any]]]:
+    """The runs in ``out`` made from other settings than the sweep would use now: ``{run name: changes}``.
+
+    A finished run counts as stale when any key that changes results differs (not ``threads``, workers or the
+    cache folders; :data:`~augkd.train.config.RESULT_NEUTRAL`); a partial one when ``--resume`` would refuse the
+    change (:data:`~augkd.train.config.RESUME_MAY_CHANGE`). ``kd.cache`` may differ: a teacher cache holds the
+    very soft labels of its teacher. A run folder whose ``config.yaml`` cannot be read is stale as a whole.
+    """
+    from augkd.train.config import RESULT_NEUTRAL, RESUME_MAY_CHANGE, changed_keys
+
+    stale: dict[str, dict[str, tuple[Any, Any]]] = {}
+    for run in runs:
+        run_dir = out / run.name
+        status = _status(run_dir)
+        if status == "new":
+            continue
+        try:
+            saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            saved = None
+        if not isinstance(saved, dict):
+            stale[run.name] = {"config.yaml": ("unreadable", "-")}
+            continue
+        allowed = RESULT_NEUTRAL if status == "done" else RESUME_MAY_CHANGE
+        refused, _ = changed_keys(saved, run.config, allowed | {"kd.cache"})
+        if refused:
+            stale[run.name] = refused
+    return stale
+
+
 def run_sweep(
     config: str | None,
     grid: Sequence[str],
@@ -288,6 +325,7 @@ def run_sweep(
     report: bool = True,
     log: Callable[[str], None] = print,
     cache: bool = False,
+    rerun_changed: bool = False,
 ) -> dict[str, Any]:
     """Run (or continue) a sweep and write its report; returns ``{"runs": [...], "report": {...} | None}``.
 
@@ -303,9 +341,12 @@ def run_sweep(
         report: write the report when every run is done.
         cache: share teacher caches among KD runs that differ only in KD settings (see the module docstring);
             the caches go to ``<out>/caches/<key>/``.
+        rerun_changed: start over the runs of ``out`` that were made with other settings (:func:`stale_runs`);
+            without it such a run stops the sweep before anything runs.
 
     Raises:
-        SweepError: bad grid or config (before anything runs), or runs that failed (after the others finish).
+        SweepError: bad grid or config, or a run folder made with other settings (before anything runs), or
+            runs that failed (after the others finish).
     """
     out = Path(out)
     axes = parse_grid(grid)
@@ -315,6 +356,13 @@ def run_sweep(
     if jobs < 1:
         raise SweepError(f"--jobs must be >= 1, got {jobs}")
     runs = plan_sweep(config, axes, seed_list, overrides, out)
+    stale = stale_runs(runs, out)
+    if stale and not rerun_changed:
+        name, changes = next(iter(stale.items()))
+        raise SweepError(
+            f"run {name} in {out} was made with other settings ({describe_changes(changes, 2)}); "
+            f"{len(stale)} run(s) differ. Pass --rerun-changed to start them over, or choose another --out"
+        )
     caches = group_caches(config, runs, out) if cache else {}
     out.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {
@@ -332,8 +380,11 @@ def run_sweep(
     if jobs > 1:
         env.setdefault("OMP_NUM_THREADS", str(threads))
     extra = [f"threads={threads}"] if jobs > 1 and not any(o.startswith("threads=") for o in overrides) else []
-    todo = [r for r in runs if _status(out / r.name) != "done"]
+    status = {r.name: "changed" if r.name in stale else _status(out / r.name) for r in runs}
+    todo = [r for r in runs if status[r.name] != "done"]
     log(f"augkd sweep: {len(runs)} runs ({len(runs) - len(todo)} already done) -> {out}")
+    if stale:
+        log(f"augkd sweep: starting over {len(stale)} run(s) made with other settings: {', '.join(stale)}")
     if caches:
         n_groups = len({id(g) for g in caches.values()})
         log(f"augkd sweep: {len(caches)} KD runs share {n_groups} teacher cache(s) in {out / CACHES}")
@@ -342,7 +393,6 @@ def run_sweep(
     def one(i_run: tuple[int, SweepRun]) -> None:
         i, run = i_run
         run_dir = out / run.name
-        status = _status(run_dir)
         cmd = [sys.executable, "-m", "augkd", "train", "--quiet"]
         if config:
             cmd += ["--config", str(config)]
@@ -354,10 +404,11 @@ def run_sweep(
                 log(f"[{i}/{len(todo)}] {run.name}: FAILED, its teacher cache could not be built")
                 return
             cmd.append(f"kd.cache={group.folder}")
-        cmd += ["--resume"] if status == "partial" else ["--overwrite"]
+        partial = status[run.name] == "partial"
+        cmd += ["--resume"] if partial else ["--overwrite"]
         run_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        log(f"[{i}/{len(todo)}] {run.name}: {'resuming' if status == 'partial' else 'starting'}")
+        log(f"[{i}/{len(todo)}] {run.name}: {'resuming' if partial else 'starting'}")
         with open(run_dir / "train.log", "a") as fh:
             rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
         if rc != 0 or _status(run_dir) != "done":

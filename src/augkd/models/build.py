@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from torch import nn
 
 from augkd.models.config import ModelConfig
 from augkd.models.registry import create_model
 
-__all__ = ["build_model", "set_bn_momentum"]
+__all__ = ["build_model", "set_bn_momentum", "weights_mismatch"]
 
 
 def set_bn_momentum(model: nn.Module, momentum: float) -> int:
@@ -38,3 +41,17 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     if cfg.bn_momentum is not None and set_bn_momentum(model, cfg.bn_momentum) == 0:
         raise ValueError(f"model.bn_momentum is set but model {cfg.name!r} has no BatchNorm layers")
     return model
+
+
+def weights_mismatch(model: nn.Module, state: Mapping[str, Any]) -> str | None:
+    """None when the state dict ``state`` fits ``model`` exactly, else its first misfit in one phrase: a key the
+    model needs and the file lacks, a shape that differs, or a key the model does not have."""
+    own = model.state_dict()
+    for key, value in own.items():
+        if key not in state:
+            return f"the file has no {key!r}"
+        theirs = getattr(state[key], "shape", None)
+        if theirs is not None and tuple(theirs) != tuple(value.shape):
+            return f"{key!r} is {tuple(theirs)} in the file and {tuple(value.shape)} in the model"
+    extra = next((k for k in state if k not in own), None)
+    return None if extra is None else f"the model has no {extra!r}"

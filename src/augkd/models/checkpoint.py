@@ -21,7 +21,7 @@ models).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +31,13 @@ from torch import nn
 
 from augkd.checkpoint import CheckpointError, load_checkpoint, load_latest_checkpoint
 from augkd.config import ConfigError, config_from_dict
-from augkd.models.build import build_model
+from augkd.models.build import build_model, weights_mismatch
 from augkd.models.config import ModelConfig
 
 __all__ = [
     "RUN_CHECKPOINT_FORMAT",
     "RunCheckpoint",
+    "class_mismatch",
     "read_latest_run_checkpoint",
     "read_run_checkpoint",
     "run_info",
@@ -45,6 +46,18 @@ __all__ = [
 
 RUN_CHECKPOINT_FORMAT = "augkd-checkpoint/1"
 _REQUIRED = ("model", "config", "classes", "normalize")
+
+
+def class_mismatch(theirs: Sequence[str], ours: Sequence[str]) -> str | None:
+    """None when both name the same classes in the same order, else where they first part:
+    ``10 vs 10; label 9 is 'lorry' there and 'truck' here``."""
+    theirs, ours = list(theirs), list(ours)
+    if theirs == ours:
+        return None
+    first = next((i for i, (a, b) in enumerate(zip(theirs, ours, strict=False)) if a != b), min(len(theirs), len(ours)))
+    there = repr(theirs[first]) if first < len(theirs) else "absent"
+    here = repr(ours[first]) if first < len(ours) else "absent"
+    return f"{len(theirs)} vs {len(ours)}; label {first} is {there} there and {here} here"
 
 
 def run_info(
@@ -131,12 +144,18 @@ class RunCheckpoint:
     def step(self) -> int:
         return int(self.state.get("step", 0))
 
-    def check_classes(self, num_classes: int, what: str = "the data") -> None:
-        """Raise ``CheckpointError`` unless the network predicts ``num_classes`` classes (``what``: whose they are)."""
-        if self.num_classes != num_classes:
-            raise CheckpointError(
-                f"{self.path}: the checkpoint predicts {self.num_classes} classes but {what} has {num_classes}"
-            )
+    def check_classes(self, classes: int | Sequence[str], what: str = "the data") -> None:
+        """Raise ``CheckpointError`` unless the network predicts ``classes``: a count, or the class names in label
+        order (the same count under other names is other data). ``what``: whose classes they are."""
+        if isinstance(classes, int):
+            if self.num_classes != classes:
+                raise CheckpointError(
+                    f"{self.path}: the checkpoint predicts {self.num_classes} classes but {what} has {classes}"
+                )
+            return
+        problem = class_mismatch(self.classes, classes)
+        if problem:
+            raise CheckpointError(f"{self.path}: the checkpoint predicts other classes than {what} has ({problem})")
 
     def check_model(self, name: str) -> None:
         """Raise ``CheckpointError`` unless the checkpoint trained the registered model ``name``."""
@@ -148,8 +167,11 @@ class RunCheckpoint:
         try:
             module.load_state_dict(self.state[entry])
         except (RuntimeError, KeyError, TypeError) as exc:
+            state = self.state.get(entry)
+            why = weights_mismatch(module, state) if isinstance(state, Mapping) else None
             raise CheckpointError(
-                f"{self.path}: the {entry} weights do not fit {self.model_config.name!r}: {str(exc).splitlines()[0]}"
+                f"{self.path}: the {entry} weights do not fit {self.model_config.name!r}: "
+                f"{why or str(exc).splitlines()[0]}"
             ) from None
 
     def build_model(self, model_config: ModelConfig | None = None) -> nn.Module:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from augkd.augment.spec import parse_spec, with_magnitude
-from augkd.config import check_finite
+from augkd.config import ConfigError, check_finite, config_diff, config_from_dict, config_to_dict
 from augkd.data.config import DataConfig
 from augkd.distill.loss import KD_MODES
 from augkd.distill.task import KD_WEIGHTINGS
@@ -27,6 +28,8 @@ from augkd.train.schedule import SCHEDULES
 
 __all__ = [
     "KD_PRESETS",
+    "RESULT_NEUTRAL",
+    "RESUME_MAY_CHANGE",
     "AugmentConfig",
     "CheckpointConfig",
     "EmaConfig",
@@ -36,6 +39,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "TrainConfig",
+    "changed_keys",
 ]
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -393,3 +397,53 @@ class TrainConfig:
             raise ValueError(f"name must be a plain folder name (at most 200 bytes); got {self.name!r}")
         if "\0" in self.out_dir:
             raise ValueError(f"out_dir must be a folder path; got {self.out_dir!r}")
+
+
+#: Keys that never change what a run computes, only where and how fast: a sweep reuses a finished run whatever
+#: their values (a ``.`` at the end covers a whole section).
+RESULT_NEUTRAL = frozenset(
+    {"name", "out_dir", "threads", "data.cache_dir", "data.workers", "data.decode_workers", "data.download", "log."}
+    | {"checkpoint.keep_last"}
+)
+
+#: Keys a resumed run may change besides those: they act only on epochs not trained yet (the epoch count, how
+#: and how often to evaluate, the device and precision of the steps to come) or on failure handling. Any other
+#: change would make the finished epochs and the rest of the run come from two different configs.
+RESUME_MAY_CHANGE = RESULT_NEUTRAL | {
+    "epochs",
+    "eval_batch_size",
+    "eval_every",
+    "eval_flip",
+    "device",
+    "amp",
+    "channels_last",
+    "data.eval_size",
+    "data.eval_crop_fraction",
+    "data.test_split",
+    "data.test_subset_per_class",
+    "optim.nonfinite",
+    "optim.nonfinite_patience",
+    "eval.",
+}
+
+
+def _covered(key: str, keys: frozenset[str]) -> bool:
+    return key in keys or any(k.endswith(".") and key.startswith(k) for k in keys)
+
+
+def changed_keys(
+    saved: dict[str, Any], cfg: TrainConfig, allowed: frozenset[str] = frozenset()
+) -> tuple[dict[str, tuple[Any, Any]], dict[str, tuple[Any, Any]]]:
+    """Compare a run's saved config (plain data, from ``config.yaml`` or a checkpoint) with ``cfg``.
+
+    The saved config is read through :class:`TrainConfig` first, so a key added to augkd since that run was made
+    compares as its default. Returns ``(refused, allowed_changes)``: the differing keys outside ``allowed``, and
+    those inside it, each ``{key: (saved value, new value)}``.
+    """
+    try:
+        old = config_to_dict(config_from_dict(TrainConfig, saved))
+    except (ConfigError, ValueError, TypeError):  # written by another augkd version: compare what is there
+        old = saved
+    diff = config_diff(old, config_to_dict(cfg))
+    refused = {k: v for k, v in diff.items() if not _covered(k, allowed)}
+    return refused, {k: v for k, v in diff.items() if k not in refused}

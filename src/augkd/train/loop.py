@@ -9,6 +9,7 @@ measures top-1/top-5/loss, :func:`train` ties them together and writes the run f
                      last.pt          everything needed to resume (atomic write)
                      best.pt          weights of the best evaluated epoch
                      summary.json     final figures
+                     config_history.jsonl  what each ``--resume`` changed (epochs, evaluation, ...), if anything
 
 What the loop uses lives in modules named for it: the assembly of a run (:mod:`augkd.train.build`), the run
 state (:mod:`augkd.train.run`), the metrics writers (:mod:`augkd.train.metrics`), the checkpoint schema
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import math
 import os
 import shutil
@@ -41,7 +43,7 @@ from augkd.checkpoint import (
     save_training_checkpoint,
     tensor_bytes,
 )
-from augkd.config import config_to_dict
+from augkd.config import config_to_dict, describe_changes
 from augkd.data import DeviceLoader, InMemoryDataset
 from augkd.data.loader import Batch
 from augkd.distill.loss import AGREEMENT_KEYS, agreement, teacher_top_k
@@ -49,10 +51,10 @@ from augkd.io import atomic_write_text, remove_temp_files
 from augkd.lock import FolderLock, LockError
 from augkd.models import count_parameters
 from augkd.models.build import build_model
-from augkd.models.checkpoint import RunCheckpoint, read_latest_run_checkpoint, run_info, training_state
+from augkd.models.checkpoint import RunCheckpoint, class_mismatch, read_latest_run_checkpoint, run_info, training_state
 from augkd.train import distributed
 from augkd.train.build import RunError, build_components, build_ema, build_reference, build_task, resolve_device
-from augkd.train.config import TrainConfig
+from augkd.train.config import RESUME_MAY_CHANGE, TrainConfig, changed_keys
 from augkd.train.distributed import DistEnv
 from augkd.train.guard import NonFiniteGuard, check_finite_state
 from augkd.train.metrics import (
@@ -70,7 +72,19 @@ from augkd.train.optim import build_optimizer
 from augkd.train.run import Run
 from augkd.train.schedule import lr_factor
 
-__all__ = ["Run", "RunError", "evaluate", "setup_run", "train", "train_one_epoch"]
+__all__ = [
+    "CONFIG_HISTORY",
+    "Run",
+    "RunError",
+    "check_resume_config",
+    "evaluate",
+    "setup_run",
+    "train",
+    "train_one_epoch",
+]
+
+#: In the run folder: one JSON line per ``--resume`` that changed the config (``config.yaml`` holds the newest).
+CONFIG_HISTORY = "config_history.jsonl"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -124,6 +138,8 @@ def setup_run(
             f"run folder {run_dir} already holds a run; pass --resume to continue it, --overwrite to "
             f"start over, or name=<other> for a new run"
         )
+    if resume and (run_dir / "config.yaml").is_file():  # before the data is built: fail in a second, not minutes
+        check_resume_config(_read_saved_config(run_dir / "config.yaml"), cfg, run_dir)
     parts = build_components(cfg, env=env, datasets=datasets, quiet=quiet)
     device, amp_dtype, train_set = parts.device, parts.amp_dtype, parts.train_set
     # The initial weights come from their own named stream, reseeded here: decoding the data (a DataLoader draws
@@ -185,12 +201,43 @@ def _resume(run: Run) -> None:
     _restore(run, ckpt)
 
 
+def _read_saved_config(path: Path) -> dict[str, Any]:
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise RunError(f"--resume: cannot read the run's saved config {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(saved, dict):
+        raise RunError(f"--resume: the run's saved config {path} is not a config (a YAML mapping)")
+    return saved
+
+
+def check_resume_config(saved: dict[str, Any], cfg: TrainConfig, run_dir: Path) -> dict[str, tuple[Any, Any]]:
+    """The changes ``cfg`` makes to a run's saved config that ``--resume`` allows (:data:`RESUME_MAY_CHANGE`).
+
+    Raises:
+        RunError: a change to what the finished epochs were trained with (seed, data, model, batch, augmentation,
+            KD, optimizer or schedule), naming the keys.
+    """
+    refused, allowed = changed_keys(saved, cfg, RESUME_MAY_CHANGE)
+    if refused:
+        raise RunError(
+            f"cannot resume {run_dir}: the config changes what its finished epochs were trained with "
+            f"({describe_changes(refused)}); --resume may change only the epoch count, evaluation, device, "
+            f"precision, threads and logging. Start a new run with name=<other>, or pass the old values"
+        )
+    return allowed
+
+
 def _restore(run: Run, ckpt: RunCheckpoint) -> None:
     if ckpt.model_config.name != run.cfg.model.name:
         raise RunError(
             f"cannot resume: the checkpoint trained {ckpt.model_config.name!r}, the config asks for "
             f"{run.cfg.model.name!r}"
         )
+    run.config_changes = check_resume_config(ckpt.config, run.cfg, run.run_dir)
+    problem = class_mismatch(ckpt.classes, run.classes)
+    if problem:
+        raise RunError(f"cannot resume: the checkpoint was trained on other classes than the data has ({problem})")
     ckpt.load_weights(run.model)
     if run.ema is not None and ckpt.state.get("ema") is not None:
         ckpt.load_weights(run.ema, "ema")
@@ -205,6 +252,19 @@ def _restore(run: Run, ckpt: RunCheckpoint) -> None:
 
 # ----------------------------------------------------------------------------------------------------------------
 # One epoch of training, evaluation
+
+
+def _append_config_history(run: Run) -> None:
+    """One JSON line per resume that changed the config: after which epoch, and each key's old and new value."""
+    entry = {
+        "resumed_after_epoch": run.start_epoch,
+        "step": run.step,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "changes": {k: [old, new] for k, (old, new) in run.config_changes.items()},
+    }
+    path = run.run_dir / CONFIG_HISTORY
+    old = path.read_text() if path.is_file() else ""
+    atomic_write_text(path, old + json.dumps(entry) + "\n")
 
 
 def _autocast(run_device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -455,6 +515,8 @@ def _train_locked(
                 Path(path).unlink(missing_ok=True)
             shutil.rmtree(run.run_dir / "tensorboard", ignore_errors=True)
         report_bad_files(run, log)  # even when quiet: the user must know what was left out
+        if run.config_changes:  # config.yaml is about to say only the new values: keep what the old ones were
+            _append_config_history(run)
         atomic_write_text(run.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     run.sinks = open_sinks(run)
     try:
