@@ -195,3 +195,17 @@ def test_yaml_merge_keys_are_not_duplicates(tmp_path):
     path.write_text("optim:\n  <<: {lr: 0.3, momentum: 0.8}\n  lr: 0.2\n")
     cfg = load_config(TrainConfig, path)
     assert cfg.optim.lr == 0.2 and cfg.optim.momentum == 0.8
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["augment.mixup=0.8", "data.loader=stream"], "need data.loader=memory"),
+        (["augment.cutmix=-1"], "augment.mixup and augment.cutmix must be >= 0"),
+        (["augment.mix_prob=1.5"], r"augment.mix_prob and augment.mix_switch_prob must be in \[0, 1\]"),
+        (["log.every_steps=0"], "log.every_steps must be >= 1"),
+    ],
+)
+def test_mixing_and_log_settings_are_checked(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(TrainConfig, None, overrides)

@@ -283,6 +283,16 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     full = _load_train_config(args.config, overrides)
     if args.images < 1:
         raise CliError(f"--images must be >= 1, got {args.images}")
+    if args.mix:
+        from augkd.experiments.gallery import make_mix_gallery, mixed_training_images
+
+        if not full.augment.mixes:
+            raise CliError("--mix shows Mixup/CutMix: pass augment.mixup=ALPHA and/or augment.cutmix=ALPHA")
+        out = _gallery_path(args.out, f"mix-{full.augment.spec()}", full.out_dir)
+        train_set, _ = build_datasets(full.data, quiet=True)
+        images, targets = mixed_training_images(full, train_set, args.images, args.epoch)
+        print(f"wrote {make_mix_gallery(images, targets, train_set.classes, out)}")
+        return 0
     out = _gallery_path(args.out, args.policy, full.out_dir)
     out_folder(out.parent)  # before the data is decoded
     train_set, _ = build_datasets(full.data, quiet=True)
@@ -584,6 +594,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=4, help="how many images")
     p.add_argument("--levels", type=float, nargs="+", default=[0, 2, 4, 6, 8, 10], help="levels of the columns")
     p.add_argument("--seed", type=int, default=0, help="which images")
+    p.add_argument(
+        "--mix",
+        action="store_true",
+        help="show the run's training images after Mixup/CutMix (augment.mixup=, augment.cutmix=) with their "
+        "class weights, instead of ops x levels",
+    )
+    p.add_argument("--epoch", type=int, default=0, help="with --mix: the epoch whose first batch to show")
     p.set_defaults(func=cmd_gallery)
 
     p = sub.add_parser(

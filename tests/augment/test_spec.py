@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from augkd.augment.policies import (
     GEOMETRIC_OPS,
@@ -78,7 +79,7 @@ def test_build_policy_wires_the_parameters() -> None:
         "ra-n2-m9-p1.5",
         "ra-n2-m9-x1",
         "ra-n2-m-9",
-        "rand-m9-n2",
+        "ran-m9-n2",
         "geo-n2-m11",
         "aa",
         "aa-cifar100",
@@ -98,5 +99,48 @@ def test_error_names_the_problem() -> None:
         parse_spec("geo-n2-m12")
     with pytest.raises(ValueError, match="missing m"):
         parse_spec("ra-n2")
-    with pytest.raises(ValueError, match="unknown policy family 'rand'"):
-        parse_spec("rand-m9-n2")
+    with pytest.raises(ValueError, match="unknown policy family 'ran'"):
+        parse_spec("ran-m9-n2")
+
+
+@pytest.mark.parametrize(
+    ("timm", "ours"),
+    [
+        ("rand-m9-n2-mstd0.5", "ra-n2-m9-mstd0.5-mmax10-p0.5"),
+        ("rand-m9-mstd0.5-inc1", "ra-n2-m9-mstd0.5-mmax10-p0.5"),
+        ("rand-m15-n3", "ra-n3-m10-mmax10-p0.5"),  # timm clamps M to its mmax (10 by default)
+        ("rand-m15-mmax20-p1", "ra-n2-m15-mmax20"),
+        ("rand-mstd101", "ra-n2-m10-mstdinf-mmax10-p0.5"),  # timm: mstd > 100 draws levels uniformly
+        ("rand", "ra-n2-m10-mmax10-p0.5"),
+    ],
+)
+def test_timm_rand_specs_map_to_randaugment_with_timms_defaults(timm: str, ours: str) -> None:
+    assert str(parse_spec(timm)) == ours
+    policy = build_policy(timm, image_size=32, seed=0)
+    assert policy.spec == ours and type(policy).__name__ == "RandAugment"
+
+
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [
+        ("augmix-m5-w4-d2", "AugMix is not supported"),
+        ("rand-m9-w0", "op weights"),
+        ("rand-m9-inc2", "inc must be 0 or 1"),
+        ("rand-m9-m8", "given twice"),
+        ("rand-x3", "unexpected section 'x3'"),
+    ],
+)
+def test_timm_specs_augkd_cannot_follow_are_one_line_errors(spec: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why) as err:
+        parse_spec(spec)
+    assert "\n" not in str(err.value)
+
+
+def test_a_policy_without_ids_draws_fresh_parameters() -> None:
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    policy = build_policy("ra-n2-m9", image_size=32, seed=0)
+    torch.manual_seed(3)
+    a = policy(images)
+    torch.manual_seed(3)
+    assert torch.equal(policy(images), a) and not torch.equal(policy(images), a)
+    assert a.dtype == torch.uint8 and a.shape == images.shape

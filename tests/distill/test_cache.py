@@ -457,3 +457,62 @@ def test_impossible_values_under_a_valid_seal_are_refused_on_load(tmp_path, cach
     assert bad.epochs == [0]  # the seal is fine
     with pytest.raises(CacheError, match=f"epoch_0000.bin: {message}"):
         bad.lookup(0, bad.sample_ids[:4], 3, 2.0)
+
+
+MIX = ("augment.mixup=0.8", "augment.cutmix=1.0")
+
+
+class FullRecorder(StepRecorder):
+    """Keeps every step's loss, KD loss and agreement with the teacher."""
+
+    def forward(self, *args):
+        out = self.task(*args)
+        self.steps.append(tuple(out[k].item() for k in ("loss", "kd_loss", "agree_top1", "agree_top5", "teacher_kl")))
+        return out
+
+
+def test_mixup_and_cutmix_replay_exactly_from_the_cache(tmp_path, tiny, teacher_ckpt, cache, train_set):
+    """The teacher sees the student's mixed images; the cache replays them: the same losses and agreement, bit
+    for bit, on the CPU with amp=off."""
+    out = tmp_path / "mixed"
+    cfg = tiny(tmp_path, *MIX, "epochs=2")
+    build_teacher_cache(cfg, out, teacher=str(teacher_ckpt), epochs=2, k=CACHE_K, dataset=train_set, quiet=True)
+
+    def steps(cfg):
+        run = setup_run(cfg, quiet=True)
+        assert list(run.pipeline.stages) == ["augment", "mix"]
+        run.task = FullRecorder(run.task)
+        for epoch in range(2):
+            train_one_epoch(run, epoch, progress=False)
+        return run.task.steps
+
+    live = steps(tiny(tmp_path / "live", f"kd.teacher={teacher_ckpt}", "epochs=2", *MIX))
+    cached = steps(tiny(tmp_path / "cached", f"kd.cache={out}", "epochs=2", *MIX))
+    assert len(live) == 8 and live == cached
+    unmixed = per_step_losses(tiny(tmp_path / "plain", f"kd.teacher={teacher_ckpt}", "epochs=2"), epochs=2)
+    assert [s[:2] for s in live] != unmixed  # mixing really changed what student and teacher saw
+    with pytest.raises(RunError, match=r"kd.cache: .*pipeline\.stages\.mix\.type"):  # an unmixed cache: refused
+        check_cache(tiny(tmp_path, f"kd.cache={cache}", "epochs=2", *MIX), train_set)
+
+
+#: sha256 of the cache key of two configs, computed before Mixup/CutMix existed: with mixing off (the default)
+#: every existing cache keeps its key.
+KEYS_BEFORE_MIXING = {
+    (): "56f00286437cdd206d3a354d9919ea2af37d4c28951e8ad4d78fa97c1fd039f5",
+    ("augment.policy=ra-n2-m9", "augment.cutout=16", "data.base_aug=crop-flip"): (
+        "92bbea0ab62b0a26ec022c2ffbd9bd16d0afe448d86879d0b61674433cf33348"
+    ),
+}
+
+
+@pytest.mark.parametrize("overrides", sorted(KEYS_BEFORE_MIXING))
+def test_mixing_off_leaves_every_cache_key_as_it_was(overrides):
+    import hashlib
+
+    from augkd.distill.cache import cache_key
+
+    cfg = load_config(TrainConfig, None, [*overrides, "augment.mix_prob=0.5"])  # mixing settings without mixing
+    key = cache_key(build_pipeline(cfg, Normalize((0.5,) * 3, (0.25,) * 3)).replay_key(), "data-sha", None, None)
+    assert hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest() == KEYS_BEFORE_MIXING[overrides]
+    mixed = _key("augment.cutmix=1.0", "augment.off_last_epochs=2")
+    assert mixed["pipeline.stages.mix.mixer.cutmix_alpha"] == 1.0 and mixed["pipeline.stages.mix.epochs"] == 8

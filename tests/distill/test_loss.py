@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from augkd.distill.loss import KD_MODES, TopKKL, top_k_kl
+from augkd.distill.loss import KD_MODES, TopKKL, teacher_top_k, top_k_kl
 
 
 def hinton_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -114,3 +114,27 @@ def test_module_matches_function():
     loss = TopKKL(k=5, temperature=2.0, mode="partial")
     torch.testing.assert_close(loss(s, t), top_k_kl(s, t, 5, 2.0, "partial"))
     assert "k=5" in repr(loss)
+
+
+def test_agreement_is_full_kl_at_k_equal_c_and_a_coarsened_kl_below():
+    from augkd.distill.loss import agreement
+
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(64, 10, generator=g) * 3, torch.randn(64, 10, generator=g) * 3
+    full = agreement(student, teacher_top_k(teacher, 10, 1.0))
+    p_t, log_p_s = teacher.softmax(1), student.log_softmax(1)
+    assert torch.allclose(full["teacher_kl"], (p_t * (p_t.log() - log_p_s)).sum(1), atol=1e-5)
+    assert torch.equal(full["agree_top1"], 100.0 * (student.argmax(1) == teacher.argmax(1)).float())
+    in_top5 = (student.topk(5, 1).indices == teacher.argmax(1, keepdim=True)).any(1)
+    assert torch.equal(full["agree_top5"], 100.0 * in_top5.float())
+    top3 = agreement(student, teacher_top_k(teacher, 3, 1.0))
+    idx = teacher.topk(3, 1).indices
+    rest = torch.ones(64, 10, dtype=torch.bool).scatter(1, idx, False)
+    coarse_t = torch.cat([p_t.gather(1, idx), (p_t * rest).sum(1, keepdim=True)], 1)
+    coarse_s = torch.cat([log_p_s.exp().gather(1, idx), (log_p_s.exp() * rest).sum(1, keepdim=True)], 1)
+    assert torch.allclose(top3["teacher_kl"], (coarse_t * (coarse_t / coarse_s).log()).sum(1), atol=1e-5)
+    assert (top3["teacher_kl"] <= full["teacher_kl"] + 1e-6).all()  # coarsening never adds divergence
+    same = agreement(teacher, teacher_top_k(teacher, 3, 1.0))
+    assert (same["agree_top1"] == 100).all() and same["teacher_kl"].abs().max() < 1e-6
+    with pytest.raises(ValueError, match="log-sum-exp at T = 1"):
+        agreement(student, teacher_top_k(teacher, 3, 1.0)._replace(lse=None))

@@ -39,3 +39,23 @@ def test_gallery_rejects_bad_input(images: torch.Tensor, tmp_path: Path) -> None
         make_gallery(images.float(), "geo-n2-m5", tmp_path / "x.png")
     with pytest.raises(ValueError, match="no ops"):
         make_gallery(images, "none", tmp_path / "x.png")
+
+
+def test_mix_gallery_shows_the_runs_mixed_images_with_their_weights(tmp_path, tiny_overrides, capsys):
+    from augkd.cli import main
+    from augkd.config import load_config
+    from augkd.data import build_datasets
+    from augkd.experiments.gallery import mixed_training_images
+    from augkd.train.config import TrainConfig
+
+    overrides = tiny_overrides(tmp_path, "augment.mixup=0.8", "augment.cutmix=1.0", "augment.policy=ra-n2-m9")
+    cfg = load_config(TrainConfig, None, overrides)
+    train_set, _ = build_datasets(cfg.data, quiet=True)
+    images, targets = mixed_training_images(cfg, train_set, 8)
+    assert images.dtype == torch.uint8 and images.shape == (8, 3, 32, 32)
+    assert torch.allclose(targets.sum(1), torch.ones(8)) and (targets.max(1).values < 1).any()
+    assert main(["gallery", "--mix", "--images", "8", "--out", str(tmp_path / "mix.png"), *overrides]) == 0
+    with Image.open(tmp_path / "mix.png") as png:
+        assert png.size == (round(1.8 * 4 * 100), round((1.9 * 2 + 0.3) * 100))
+    assert main(["gallery", "--mix", *tiny_overrides(tmp_path)]) == 2
+    assert "--mix shows Mixup/CutMix: pass augment.mixup" in capsys.readouterr().err

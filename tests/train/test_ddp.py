@@ -178,3 +178,21 @@ def test_the_watchdog_ends_a_rank_blocked_in_a_collective_within_seconds(tmp_pat
     # or rank 1's 600-second sleep.
     assert seconds < 120, seconds
     assert "exitcode  : 1" in out.stderr  # rank 0 ended by its watchdog (PEER_FAILED_EXIT)
+
+
+def test_mixup_cutmix_kd_and_agreement_in_two_processes_equal_one(runs, tiny_overrides):
+    """Partners are drawn by sample id, so each rank mixes its shard as the single process does; the agreement
+    figures are summed over the shards."""
+    root, teacher = runs["root"], runs["root"] / "single" / "tiny" / "best.pt"
+    extra = ("epochs=1", "augment.mixup=0.8", "augment.cutmix=1.0", f"kd.teacher={teacher}")
+    train(load_config(TrainConfig, None, _overrides(tiny_overrides, root / "mix1", *extra)), quiet=True)
+    _torchrun(_overrides(tiny_overrides, root / "mix2", *extra))
+    single = load_checkpoint(root / "mix1" / "tiny" / "last.pt")
+    ddp = load_checkpoint(root / "mix2" / "tiny" / "last.pt")
+    for key, value in single["model"].items():
+        torch.testing.assert_close(ddp["model"][key], value, rtol=0, atol=1e-5, msg=lambda m, k=key: f"{k}: {m}")
+    a, b = single["history"][-1], ddp["history"][-1]
+    for key in ("train_loss", "train_kd_loss", "train_teacher_kl", "test_teacher_kl"):
+        assert b[key] == pytest.approx(a[key], abs=1e-5), key
+    for key in ("train_top1", "train_agree_top1", "test_agree_top1", "test_agree_top5"):
+        assert b[key] == pytest.approx(a[key], abs=1e-9), key

@@ -347,6 +347,101 @@ def test_an_empty_batch_is_a_step_that_changes_nothing_but_the_step(tmp_path, ti
         assert torch.equal(value, before[key]), key
 
 
+def _interrupted_then_resumed(monkeypatch, cfg) -> None:
+    """Train ``cfg``, stopped after its first epoch, then resumed to the end."""
+    from augkd.train import loop
+
+    original = loop.train_one_epoch
+
+    def stop_after_one(run, epoch, progress=True):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(run, epoch, progress)
+
+    monkeypatch.setattr(loop, "train_one_epoch", stop_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, quiet=True)
+    monkeypatch.setattr(loop, "train_one_epoch", original)
+    train(cfg, resume=True, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, tiny_overrides):
+    out = tmp_path_factory.mktemp("teacher")
+    train(load_config(TrainConfig, None, tiny_overrides(out, "model.kwargs.width=12")), quiet=True)
+    return out / "tiny" / "best.pt"
+
+
+def test_mixup_cutmix_with_kd_trains_resumes_exactly_and_logs_agreement(tmp_path, monkeypatch, tiny_config, teacher):
+    mix = ("augment.policy=ra-n2-m9", "augment.mixup=0.8", "augment.cutmix=1.0", f"kd.teacher={teacher}")
+    train(tiny_config(tmp_path / "a", *mix), quiet=True)
+    _interrupted_then_resumed(monkeypatch, tiny_config(tmp_path / "b", *mix))
+    a = load_checkpoint(tmp_path / "a" / "tiny" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "tiny" / "last.pt")
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
+    rows = [json.loads(line) for line in (tmp_path / "a" / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    for split in ("train", "test"):
+        assert 0 <= rows[-1][f"{split}_agree_top1"] <= rows[-1][f"{split}_agree_top5"] <= 100
+        assert rows[-1][f"{split}_teacher_kl"] >= 0
+    summary = json.loads((tmp_path / "a" / "tiny" / "summary.json").read_text())
+    assert summary["mix"]["cutmix"] == 1.0 and summary["final_agree_top1"] == rows[-1]["test_agree_top1"]
+
+
+def test_a_run_without_kd_measures_agreement_with_eval_reference(
+    tmp_path, tiny_config, teacher, capsys, tiny_overrides
+):
+    from augkd.cli import main
+
+    train(tiny_config(tmp_path, f"eval.reference={teacher}", "epochs=1"), quiet=True)
+    row = json.loads((tmp_path / "tiny" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "train_agree_top1" not in row and 0 <= row["test_agree_top1"] <= 100 and row["test_teacher_kl"] > 0
+    assert main(["train", "-q", *tiny_overrides(tmp_path, "name=x", f"eval.reference={tmp_path / 'nope.pt'}")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("augkd train: error: eval.reference: ")
+
+
+def test_tensorboard_continues_a_resumed_run_without_duplicate_steps(tmp_path, monkeypatch, tiny_config):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_config(tmp_path, "log.tensorboard=true", "log.every_steps=1")
+    monkeypatch.setenv("AUGKD_FAULT", "raise_at_step:7")  # in epoch 2 (4 steps an epoch), after 5 and 6 were logged
+    with pytest.raises(RuntimeError, match="injected raise_at_step:7"):
+        train(cfg, quiet=True)
+    monkeypatch.delenv("AUGKD_FAULT")
+    train(cfg, resume=True, quiet=True)
+    events = EventAccumulator(str(tmp_path / "tiny" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 9))
+    assert [e.step for e in events.Scalars("epoch/test_top1")] == [4, 8]
+    rows = [json.loads(line) for line in (tmp_path / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    assert [e.value for e in events.Scalars("epoch/train_loss")] == pytest.approx([r["train_loss"] for r in rows])
+    assert {"train/lr", "train/images_per_s"} <= set(events.Tags()["scalars"])
+    # The resumed stream starts with TensorBoard's purge marker at the first step it retakes (5: after epoch 1),
+    # so any reader drops what the interrupted epoch wrote, not only one that purges steps going backwards.
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.compat.proto.event_pb2 import SessionLog
+
+    files = sorted((tmp_path / "tiny" / "tensorboard").glob("events.out.tfevents.*"))
+    starts = [e.step for f in files for e in EventFileLoader(str(f)).Load() if e.session_log.status == SessionLog.START]
+    assert len(files) == 2 and starts == [5]
+
+
+def test_tensorboard_without_the_package_is_one_line(tmp_path, monkeypatch, capsys, tiny_overrides):
+    import sys
+
+    from augkd.cli import main
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # what a missing package looks like
+    assert main(["train", "-q", *tiny_overrides(tmp_path, "log.tensorboard=true")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "augkd train: error: log.tensorboard=true needs the tensorboard package: pip install 'augkd[tensorboard]'"
+    )
+
+
 def test_resume_refuses_a_config_that_changes_the_finished_epochs(tmp_path, monkeypatch, tiny_config):
     """Family 2 of the robustness issue: --resume compares the saved config, whatever the key."""
     from augkd.train import loop

@@ -99,13 +99,14 @@ class BaseAugment(nn.Module):
         raise NotImplementedError
 
     def forward(
-        self, images: torch.Tensor, indices: torch.Tensor | None, epoch: int = 0, params: Params | None = None
+        self, images: torch.Tensor, indices: torch.Tensor | None = None, epoch: int = 0, params: Params | None = None
     ) -> torch.Tensor:
         """Augment a uint8 batch: sample parameters for ``indices`` in ``epoch`` (or replay ``params``).
 
         Args:
             images: uint8 images (B, C, H, W).
-            indices: sample id of each image (ignored when ``params`` is given).
+            indices: sample id of each image (ignored when ``params`` is given); None draws fresh parameters from
+                torch's global RNG (``torch.manual_seed`` makes them reproducible), as torchvision's transforms do.
             epoch: epoch number (ignored when ``params`` is given).
             params: parameters from :meth:`sample` to replay exactly.
 
@@ -115,8 +116,8 @@ class BaseAugment(nn.Module):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 (B, C, H, W); got {images.dtype} {tuple(images.shape)}")
         if params is None:
-            if indices is None:
-                raise ValueError("forward needs sample indices (or params to replay)")
+            if indices is None:  # fresh draws (a loop without sample ids): random ids from torch's global RNG
+                indices = torch.randint(0, 2**31 - 1, (images.shape[0],))
             params = self.sample(torch.as_tensor(indices).to(images.device), epoch, images.shape[-2:])
         else:
             self.check_params(params, images.shape)

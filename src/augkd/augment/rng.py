@@ -55,9 +55,19 @@ SLOTS: dict[str, int] = {
     # training (augkd.train.loop): the seed of torch's global RNG while the model's weights are initialized
     # (the run seed itself, see stream_seed)
     "init": 11,
+    # Mixup / CutMix (augkd.augment.mix): apply or not, Mixup or CutMix, the box centre, the partner
+    "mix_apply": 12,
+    "mix_switch": 13,
+    "mix_box_y": 14,
+    "mix_box_x": 15,
+    "mix_partner": 16,
     # policies (augkd.augment.policies): slots 100.. are per policy step, see policies for the layout
     "subpolicy": 100,
     "policy_base": 1000,
+    # Mixup / CutMix lambda (augkd.augment.mix): Beta(a, a) = X / (X + Y), each Gamma variate drawn by
+    # Marsaglia-Tsang from 3 slots per try plus one for the alpha < 1 boost; X from 200.., Y from 230..
+    "mix_gamma_x": 200,
+    "mix_gamma_y": 230,
 }
 
 

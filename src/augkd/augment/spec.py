@@ -14,6 +14,17 @@ Grammar (case-insensitive; sections separated by ``-``; options after the head i
     X     clamp for noisy levels (default 30, or 10 in the geometric space)
     P     probability that each op step fires (default 1)
 
+timm's RandAugment strings are accepted too and mapped to ``ra`` with timm's defaults
+(:func:`from_timm_spec`)::
+
+    rand[-n<N>][-m<M>][-mstd<S>][-mmax<X>][-p<P>][-inc<0|1>]
+        -> ra-n<N, 2>-m<min(M, X), 10>[-mstd<S>]-mmax<X, 10>-p<P, 0.5>
+
+``mstd`` above 100 is timm's "uniform" (``inf``). augkd's ops are timm's *increasing* variants (posterize and
+solarize damage grow with the level, enhance ops are ``1 +- 0.9 L / 10``), so ``inc1`` and ``inc0`` map to the same
+policy; augkd's RandAugment op list has cutout where timm's has solarize_add. ``augmix`` and timm's ``w`` / ``t``
+options are refused.
+
 Examples:
     >>> parse_spec("ra-n2-m9")
     PolicySpec(family='ra', table=None, num_ops=2, magnitude=9.0, magnitude_std=0.0, magnitude_max=None, prob=1.0)
@@ -23,6 +34,8 @@ Examples:
     'geo-n2-m5-p0.5'
     >>> parse_spec("aa-cifar10").table
     'cifar10'
+    >>> str(parse_spec("rand-m9-mstd0.5-inc1"))
+    'ra-n2-m9-mstd0.5-mmax10-p0.5'
 """
 
 from __future__ import annotations
@@ -43,18 +56,20 @@ from augkd.augment.policies import (
     TrivialAugmentWide,
 )
 
-__all__ = ["SPEC_FORMS", "PolicySpec", "build_policy", "parse_spec", "with_magnitude"]
+__all__ = ["SPEC_FORMS", "PolicySpec", "build_policy", "from_timm_spec", "parse_spec", "with_magnitude"]
 
 #: The accepted forms, quoted in every parse error.
 SPEC_FORMS = (
     "'none'; "
     + " | ".join(f"'aa-{name}'" for name in AUTOAUGMENT_POLICIES)
     + "; 'ra-n<N>-m<M 0-30>[-mstd<S>][-mmax<X>][-p<P>]' (e.g. 'ra-n2-m9', 'ra-n2-m28-mstd0.5'); "
-    "'geo-n<N>-m<M 0-10>[-mstd<S>][-mmax<X>][-p<P>]' (e.g. 'geo-n2-m5'); 'ta-wide[-p<P>]'"
+    "'geo-n<N>-m<M 0-10>[-mstd<S>][-mmax<X>][-p<P>]' (e.g. 'geo-n2-m5'); 'ta-wide[-p<P>]'; "
+    "timm's 'rand[-n<N>][-m<M>][-mstd<S>][-mmax<X>][-p<P>][-inc<0|1>]' (e.g. 'rand-m9-mstd0.5-inc1')"
 )
 
 _NUMBER = r"\d+(?:\.\d*)?|\.\d+"
 _OPTION = re.compile(rf"^(mstd|mmax|n|m|p)({_NUMBER}|inf)$")
+_TIMM_OPTION = re.compile(rf"^(mstd|mmax|inc|n|m|p)({_NUMBER})$")
 # Which options each family takes, and which of them it needs.
 _FAMILY_OPTIONS: dict[str, tuple[set[str], set[str]]] = {
     "ra": ({"n", "m", "mstd", "mmax", "p"}, {"n", "m"}),
@@ -114,8 +129,39 @@ def _error(spec: str, why: str) -> ValueError:
     return ValueError(f"bad augmentation policy spec {spec!r}: {why}; expected one of: {SPEC_FORMS}")
 
 
+def from_timm_spec(spec: str) -> str:
+    """The augkd spec of a timm RandAugment string (``rand-m9-n2-mstd0.5``, ``rand-m9-mstd0.5-inc1``), with timm's
+    defaults made explicit: N = 2, M = 10, each op firing with p = 0.5, noisy levels clamped to [0, 10], and M
+    itself clamped to the clamp as timm does (see the module docstring for the op list).
+
+    Raises:
+        ValueError: ``augmix``, an option timm has but augkd cannot follow (``w``, ``t``), or a bad section.
+    """
+    parts = spec.strip().lower().split("-")
+    if parts[0] == "augmix":
+        raise _error(spec, "AugMix is not supported (it mixes augmented views, not one op chain); use a 'rand' spec")
+    if parts[0] != "rand":
+        raise _error(spec, "not a timm 'rand' spec")
+    values: dict[str, float] = {}
+    for part in parts[1:]:
+        match = _TIMM_OPTION.match(part)
+        if match is None:
+            why = "timm's op weights ('w') and op lists ('t') are not supported" if part[:1] in "wt" else ""
+            raise _error(spec, why or f"unexpected section {part!r} of a timm 'rand' spec")
+        if match.group(1) in values:
+            raise _error(spec, f"option {match.group(1)!r} given twice")
+        values[match.group(1)] = float(match.group(2))
+    if values.get("inc", 1.0) not in (0.0, 1.0):
+        raise _error(spec, "inc must be 0 or 1")
+    level_max = values.get("mmax", 10.0)
+    std = values.get("mstd", 0.0)
+    head = f"ra-n{_fmt(values.get('n', 2.0))}-m{_fmt(min(values.get('m', 10.0), level_max))}"
+    noise = f"-mstd{'inf' if std > 100 else _fmt(std)}" if std else ""
+    return f"{head}{noise}-mmax{_fmt(level_max)}-p{_fmt(values.get('p', 0.5))}"
+
+
 def parse_spec(spec: str) -> PolicySpec:
-    """Parse a policy spec string (grammar in the module docstring).
+    """Parse a policy spec string (grammar in the module docstring; timm's ``rand-...`` strings too).
 
     Raises:
         ValueError: the spec does not match the grammar or a value is out of range; the message lists the forms.
@@ -123,6 +169,8 @@ def parse_spec(spec: str) -> PolicySpec:
     if not isinstance(spec, str):
         raise _error(str(spec), f"expected a string, got {type(spec).__name__}")
     parts = spec.strip().lower().split("-")
+    if parts[0] in ("rand", "augmix"):
+        return parse_spec(from_timm_spec(spec))
     family = parts[0]
     if family not in _FAMILY_OPTIONS:
         raise _error(spec, f"unknown policy family {family!r}")

@@ -20,11 +20,14 @@ __all__ = ["Batch", "DeviceLoader", "epoch_permutation"]
 
 
 class Batch(NamedTuple):
-    """One batch: uint8 ``images (B, C, H, W)``, int64 ``labels (B,)``, int64 sample ids ``indices (B,)``."""
+    """One batch: uint8 ``images (B, C, H, W)``, int64 ``labels (B,)``, int64 sample ids ``indices (B,)``, and the
+    soft ``targets (B, C)`` a mixing stage (Mixup, CutMix) gives its images (None otherwise; ``labels`` then hold
+    each image's dominant label)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     indices: torch.Tensor
+    targets: torch.Tensor | None = None
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -57,7 +60,7 @@ class DeviceLoader:
         >>> loader = DeviceLoader(train, batch_size=512, shuffle=True, drop_last=True, seed=0, device="cuda")
         >>> for epoch in range(epochs):
         ...     loader.set_epoch(epoch)
-        ...     for images, labels, indices in loader:
+        ...     for batch in loader:  # batch.images, batch.labels, batch.indices
         ...         ...
     """
 
@@ -135,6 +138,13 @@ class DeviceLoader:
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             yield Batch(self._gather(images, idx), self._gather(labels, idx), self._gather(ids, idx))
+
+    def gather(self, positions: torch.Tensor) -> Batch:
+        """The samples at dataset ``positions`` (any order, repeats allowed) as a batch on the loader's device
+        (a mixing stage's partners)."""
+        images, labels, ids = self._source
+        idx = positions.to(images.device, torch.int64)
+        return Batch(self._gather(images, idx), self._gather(labels, idx), self._gather(ids, idx))
 
     def _gather(self, source: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         if source.device.type != "cpu" or self.device.type == "cpu":  # preloaded on the device, or all on the CPU

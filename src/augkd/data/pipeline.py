@@ -8,9 +8,13 @@ Every stage is a pure function of (seed, epoch, sample index) and reports what m
 (:func:`replay_key`): its class and its plain settings, recursively. The pipeline's key is the stages' keys, so a
 stage added to the pipeline changes the key of every teacher cache without anyone keeping a list of settings.
 
-A stage is any module called as ``stage(batch, epoch) -> Batch`` (it may change images, labels or both, as a
-Mixup stage would); :class:`ImageStage` adapts the augmentation modules of :mod:`augkd.augment`, which take
-``(images, indices, epoch)``.
+A stage is any module called as ``stage(batch, epoch) -> Batch`` (it may change images, labels or both);
+:class:`ImageStage` adapts the augmentation modules of :mod:`augkd.augment`, which take ``(images, indices, epoch)``.
+A *mixing* stage (:class:`MixStage`: Mixup, CutMix) also needs each sample's partner: it names the partners'
+dataset positions (``partner_positions``), the pipeline gathers them from the loader's in-memory store, runs the
+stages before it on them (each partner gets its own augmentation, keyed by its own sample id) and calls
+``stage(batch, epoch, partners)``. So a mixed image is a pure function of (seed, epoch, sample id) too, whatever
+the batch, batch size or number of ranks, and the teacher cache replays it like any other stage.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from augkd.augment import rng
+from augkd.augment.mix import Mixer, mix_targets
 from augkd.data.loader import Batch
 
-__all__ = ["BatchPipeline", "ImageStage", "Normalize", "TrainAugment", "replay_key"]
+__all__ = ["BatchPipeline", "ImageStage", "MixStage", "Normalize", "TrainAugment", "replay_key"]
 
 
 def _plain(value: Any) -> Any:
@@ -124,6 +130,51 @@ class ImageStage(nn.Module):
         return batch._replace(images=self.module(batch.images, batch.indices, epoch))
 
 
+class MixStage(nn.Module):
+    """Mixup / CutMix (:class:`~augkd.augment.mix.Mixer`) as a batch stage, with partners drawn by sample id.
+
+    The partner of sample ``i`` in ``epoch`` is the training sample at position
+    ``randint(seed, epoch, i, "mix_partner", N)`` of the N-sample training set (itself with probability 1/N: no
+    change then), seen through its own augmentation of that epoch. The stage sets ``targets`` (soft,
+    ``lam * onehot(y) + (1 - lam) * onehot(y_partner)``; the task applies label smoothing) and ``labels`` to each
+    image's dominant label (its own when ``lam >= 0.5``).
+
+    Args:
+        mixer: the draws and the mixing.
+        epochs: mix in epochs ``0 .. epochs-1`` only (``augment.off_last_epochs`` switches mixing off with the
+            policy); None: every epoch.
+    """
+
+    partner = "training-set-by-id"  # part of the replay key: how partners are chosen
+
+    def __init__(self, mixer: Mixer, epochs: int | None = None) -> None:
+        super().__init__()
+        self.mixer = mixer
+        self.epochs = epochs
+
+    def active(self, epoch: int) -> bool:
+        return self.epochs is None or epoch < self.epochs
+
+    def replay_key(self) -> dict[str, Any]:
+        return {"type": "MixStage", "partner": self.partner, "epochs": self.epochs, "mixer": replay_key(self.mixer)}
+
+    def partner_positions(self, indices: torch.Tensor, epoch: int, n: int) -> torch.Tensor:
+        """Dataset positions (in ``[0, n)``) of the partners of sample ids ``indices`` in ``epoch``."""
+        return rng.randint(self.mixer.seed, epoch, indices, rng.SLOTS["mix_partner"], n)
+
+    def forward(self, batch: Batch, epoch: int, partners: Batch | None = None, num_classes: int = 0) -> Batch:
+        if not self.active(epoch):
+            return batch
+        if partners is None or not num_classes:
+            raise ValueError("a mixing stage needs its partners and the number of classes (BatchPipeline passes them)")
+        params = self.mixer.sample(batch.indices, epoch, batch.images.shape[-2:])
+        images = self.mixer.apply(batch.images, partners.images, params)
+        lam = params["lam"].to(batch.labels.device)
+        targets = mix_targets(batch.labels, partners.labels, lam, num_classes)
+        labels = torch.where(lam >= 0.5, batch.labels, partners.labels)
+        return batch._replace(images=images, labels=labels, targets=targets)
+
+
 class BatchPipeline(nn.Module):
     """The stages of a run's training batches in order, then normalization.
 
@@ -138,16 +189,33 @@ class BatchPipeline(nn.Module):
         self.normalize = normalize
 
     @torch.no_grad()
-    def forward(self, batch: Batch, epoch: int) -> Batch:
+    def forward(self, batch: Batch, epoch: int, source: Any = None) -> Batch:
+        """Run the stages and the normalization on ``batch``; ``source`` (a loader with ``gather`` and
+        ``dataset``) supplies a mixing stage's partners."""
+        done: list[nn.Module] = []
         for stage in self.stages.values() if len(batch.indices) else ():  # an empty batch (DDP, all files bad)
-            batch = stage(batch, epoch)
+            if isinstance(stage, MixStage):
+                batch = self._mix(stage, batch, epoch, source, done) if stage.active(epoch) else batch
+            else:
+                batch = stage(batch, epoch)
+            done.append(stage)
         return batch._replace(images=self.normalize(batch.images))
+
+    @staticmethod
+    def _mix(stage: MixStage, batch: Batch, epoch: int, source: Any, before: list[nn.Module]) -> Batch:
+        if source is None:
+            raise ValueError("a pipeline with Mixup/CutMix needs the training loader to gather the partners")
+        positions = stage.partner_positions(batch.indices, epoch, len(source.dataset))
+        partners = source.gather(positions)
+        for earlier in before:
+            partners = earlier(partners, epoch)
+        return stage(batch, epoch, partners, source.dataset.num_classes)
 
     def batches(self, loader: Iterable[Batch], epoch: int) -> Iterator[Batch]:
         """The augmented, normalized batches of ``epoch`` from ``loader`` (its order set for ``epoch`` first)."""
         loader.set_epoch(epoch)  # type: ignore[attr-defined]
         for batch in loader:
-            yield self(batch, epoch)
+            yield self(batch, epoch, loader)
 
     def replay_key(self) -> dict[str, Any]:
         """The stages' keys in order and the normalization's: everything that decides a batch's values."""

@@ -342,6 +342,11 @@ class StreamLoader(DeviceLoader):
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.device, non_blocking=self.pin_memory)
 
+    def gather(self, positions: torch.Tensor) -> Batch:
+        """Not available: the photos are decoded by the workers batch by batch (a mixing stage's partners are
+        gathered from the in-memory store only)."""
+        raise ValueError("Mixup/CutMix partners are gathered from the in-memory store; use data.loader=memory")
+
     def _note_skipped(self, bad: list[BadFile]) -> None:
         known = {p for p, _ in self.skipped}
         for path, reason in bad:

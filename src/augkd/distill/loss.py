@@ -34,7 +34,16 @@ from torch import nn
 
 from augkd.registry import Registry
 
-__all__ = ["KD_MODES", "TeacherTopK", "TopKKL", "teacher_top_k", "top_k_kl", "top_k_kl_from_teacher"]
+__all__ = [
+    "AGREEMENT_KEYS",
+    "KD_MODES",
+    "TeacherTopK",
+    "TopKKL",
+    "agreement",
+    "teacher_top_k",
+    "top_k_kl",
+    "top_k_kl_from_teacher",
+]
 
 
 class TeacherTopK(NamedTuple):
@@ -216,3 +225,43 @@ class TopKKL(nn.Module):
 
     def extra_repr(self) -> str:
         return f"k={self.k}, temperature={self.temperature}, mode={self.mode!r}, t2_scale={self.t2_scale}"
+
+
+#: The per-image figures of :func:`agreement`, as the training loop and the evaluation log them.
+AGREEMENT_KEYS = ("agree_top1", "agree_top5", "teacher_kl")
+
+
+def agreement(student_logits: torch.Tensor, teacher: TeacherTopK) -> dict[str, torch.Tensor]:
+    """How far the student agrees with the teacher, per image (no gradient; big_vision's "patient teacher" logs
+    the like while it distils).
+
+    ``agree_top1``: 100 when the student's top class is the teacher's, else 0. ``agree_top5``: 100 when the
+    teacher's top class is among the student's 5 highest. ``teacher_kl``: ``KL(p_T || p_S)`` at temperature 1
+    between the two distributions coarsened to the teacher's K classes plus one bin for all other classes: what a
+    top-K summary (the soft-label cache) allows; it is the full KL when K = C and a lower bound of it otherwise.
+
+    Args:
+        student_logits: (B, C).
+        teacher: the teacher's summary whose ``lse`` is ``logsumexp`` of its logits at T = 1 (over all classes).
+    """
+    if teacher.lse is None:
+        raise ValueError("agreement needs the teacher's log-sum-exp at T = 1")
+    with torch.no_grad(), torch.autocast(student_logits.device.type, enabled=False):
+        s = student_logits.detach().double()
+        idx = teacher.indices
+        num_classes, k = s.shape[1], idx.shape[1]
+        top5 = s.topk(min(5, num_classes), dim=1).indices
+        log_s = F.log_softmax(s, dim=1)
+        log_t_k = teacher.logits.double() - teacher.lse.double()[:, None]
+        log_s_k = log_s.gather(1, idx)
+        p_t_k = log_t_k.exp()
+        kl = (p_t_k * (log_t_k - log_s_k)).sum(dim=1)
+        if k < num_classes:
+            rest_t = (1.0 - p_t_k.sum(dim=1)).clamp_min(0.0)
+            log_rest_s = torch.logsumexp(log_s.scatter(1, idx, float("-inf")), dim=1)
+            kl = kl + torch.where(rest_t > 0, rest_t * (rest_t.clamp_min(1e-300).log() - log_rest_s), 0.0)
+        return {
+            "agree_top1": 100.0 * (s.argmax(dim=1) == idx[:, 0]).float(),
+            "agree_top5": 100.0 * (top5 == idx[:, :1]).any(dim=1).float(),
+            "teacher_kl": kl.float(),
+        }

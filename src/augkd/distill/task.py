@@ -1,7 +1,13 @@
 """Training tasks: turn a model and a batch into a dict of losses, so the loop stays ignorant of how.
 
 A task returns ``{"loss": total to backpropagate, "task_loss": ..., "output": logits}`` plus any extra terms
-(the distillation task adds ``kd_loss``). Every ``*_loss`` entry is logged to ``metrics.jsonl``.
+(the distillation task adds ``kd_loss`` and the student's agreement with the teacher, ``agree_top1``,
+``agree_top5``, ``teacher_kl``: batch means, see :func:`~augkd.distill.loss.agreement`). Every ``*_loss`` entry
+and the agreement figures are logged to ``metrics.jsonl``.
+
+With soft ``targets`` (a mixing stage's, :class:`~augkd.data.loader.Batch`) the cross-entropy is taken against them,
+with the label smoothing applied to them as timm composes Mixup with smoothing
+(``targets * (1 - smoothing) + smoothing / C``); ``labels`` are then the dominant labels.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from augkd.distill.cache import TeacherCache
-from augkd.distill.loss import TeacherTopK, TopKKL, teacher_top_k
+from augkd.distill.loss import TeacherTopK, TopKKL, agreement, teacher_top_k
 from augkd.registry import Registry
 
 __all__ = [
@@ -22,7 +28,9 @@ __all__ = [
     "CachedDistillationTask",
     "ClassificationTask",
     "DistillationTask",
+    "Distiller",
     "kd_weights",
+    "task_cross_entropy",
     "top_k_weights",
 ]
 
@@ -35,11 +43,25 @@ class ClassificationTask(nn.Module):
         self.label_smoothing = label_smoothing
 
     def forward(
-        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, epoch: int
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        indices: torch.Tensor,
+        epoch: int,
+        targets: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         logits = model(images)
-        task_loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+        task_loss = task_cross_entropy(logits, labels, targets, self.label_smoothing)
         return {"loss": task_loss, "task_loss": task_loss, "output": logits}
+
+
+def task_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None, label_smoothing: float
+) -> torch.Tensor:
+    """Cross-entropy against the soft ``targets`` when a mixing stage made them, else against ``labels``; label
+    smoothing applies to either (torch smooths probability targets as timm's ``mixup_target`` does)."""
+    return F.cross_entropy(logits.float(), labels if targets is None else targets, label_smoothing=label_smoothing)
 
 
 def _entropy_weights(teacher: TeacherTopK, num_classes: int) -> torch.Tensor:
@@ -122,12 +144,19 @@ class DistillationTask(nn.Module):
         self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, epoch: int
     ) -> TeacherTopK:
         """The teacher's summary of the batch: here from a live forward pass."""
+        return self.teacher_views(images, labels, indices, epoch)[0]
+
+    def teacher_views(
+        self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, epoch: int
+    ) -> tuple[TeacherTopK, torch.Tensor]:
+        """The teacher's summary for the loss, and the log-sum-exp of its logits at T = 1 (for
+        :func:`~augkd.distill.loss.agreement`), from one live forward pass."""
         if self.teacher is None:
             raise RuntimeError("this distillation task has no live teacher")
         needs_labels = self.weighting != "constant"  # entropy and log p(label) only feed the weights
-        return teacher_top_k(
-            self.teacher(images), self.kd_loss.k, self.kd_loss.temperature, labels if needs_labels else None
-        )
+        logits = self.teacher(images)
+        summary = teacher_top_k(logits, self.kd_loss.k, self.kd_loss.temperature, labels if needs_labels else None)
+        return summary, teacher_top_k(logits, 1, 1.0).lse  # the cache builder's lse_1, computed the same way
 
     def _kd(self, logits: torch.Tensor, teacher: TeacherTopK) -> torch.Tensor:
         weights = top_k_weights(teacher, logits.shape[1], self.weighting)
@@ -136,11 +165,28 @@ class DistillationTask(nn.Module):
         return (weights * self.kd_loss.from_teacher(logits.float(), teacher, reduction="none")).mean()
 
     def forward(
-        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, epoch: int
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        indices: torch.Tensor,
+        epoch: int,
+        targets: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        logits = model(images)
-        task_loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
-        teacher = self.teacher_top_k(images, labels, indices, epoch)
+        return self.losses(model(images), images, labels, indices, epoch, targets)
+
+    def losses(
+        self,
+        logits: torch.Tensor,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        indices: torch.Tensor | None,
+        epoch: int,
+        targets: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`forward` from the student's ``logits`` on ``images`` (what :class:`Distiller` calls)."""
+        task_loss = task_cross_entropy(logits, labels, targets, self.label_smoothing)
+        teacher, lse_1 = self.teacher_views(images, labels, indices, epoch)
         if self.lam == 0:
             with torch.no_grad():
                 kd_loss = self._kd(logits, teacher)
@@ -148,7 +194,9 @@ class DistillationTask(nn.Module):
         else:
             kd_loss = self._kd(logits, teacher)
             loss = task_loss + self.lam * kd_loss
-        return {"loss": loss, "task_loss": task_loss, "kd_loss": kd_loss, "output": logits}
+        agree = agreement(logits, TeacherTopK(teacher.indices, teacher.logits, lse_1))
+        out = {"loss": loss, "task_loss": task_loss, "kd_loss": kd_loss, "output": logits}
+        return out | {key: value.mean() for key, value in agree.items()}
 
 
 class CachedDistillationTask(DistillationTask):
@@ -173,8 +221,89 @@ class CachedDistillationTask(DistillationTask):
         super().__init__(None, kd_loss, lam, label_smoothing, weighting)
         self.cache = cache
 
-    def teacher_top_k(
+    def teacher_views(
         self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, epoch: int
-    ) -> TeacherTopK:
-        """The teacher's summary of the batch, read from the cache by (epoch, sample index)."""
-        return self.cache.lookup(epoch, indices, self.kd_loss.k, self.kd_loss.temperature)
+    ) -> tuple[TeacherTopK, torch.Tensor]:
+        """The teacher's summary of the batch and its log-sum-exp at T = 1, read from the cache by (epoch, sample
+        index)."""
+        summary = self.cache.lookup(epoch, indices, self.kd_loss.k, self.kd_loss.temperature)
+        return summary, self.cache.lookup(epoch, indices, 1, 1.0).lse
+
+
+class Distiller(nn.Module):
+    """Top-K knowledge distillation for a training loop of your own: ``loss = distiller(student_logits, images,
+    labels)``.
+
+    The teacher sees ``images`` (the very batch the student saw, normalized the student's way) in eval mode without
+    gradients; the loss is ``CE(student, labels) + lam * TopKKL(student, teacher)``. ``labels`` may be int class
+    indices or soft targets ``(B, C)`` (from :class:`~augkd.augment.mix.Mixer`); the last call's terms and the
+    student's agreement with the teacher are kept in :attr:`last`.
+
+    Args:
+        teacher: a model taking the student's normalized images (frozen here), or None with ``cache``.
+        k, temperature, mode, t2_scale: the top-K KL (:class:`~augkd.distill.loss.TopKKL`); the paper's CIFAR-10
+            values K = 3, T = 2 by default.
+        lam: weight of the KD term.
+        label_smoothing: of the cross-entropy (soft targets from a ``Mixer`` usually carry their own already).
+        cache: a teacher soft-label cache (folder or :class:`~augkd.distill.cache.TeacherCache`) to read the
+            teacher's view from instead; calls then need the batch's sample ``indices`` and ``epoch``.
+
+    Example:
+        >>> distiller = Distiller(teacher, k=3, temperature=2.0)
+        >>> loss = distiller(student(x), x, y)  # doctest: +SKIP
+        >>> loss.backward()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module | None = None,
+        k: int = 3,
+        temperature: float = 2.0,
+        lam: float = 1.0,
+        mode: str = "renorm",
+        t2_scale: bool = True,
+        label_smoothing: float = 0.0,
+        cache: TeacherCache | str | None = None,
+    ) -> None:
+        super().__init__()
+        if (teacher is None) == (cache is None):
+            raise ValueError("Distiller needs a teacher or a cache (exactly one)")
+        kd_loss = TopKKL(k, temperature, mode, t2_scale)
+        if cache is not None:
+            reader = cache if isinstance(cache, TeacherCache) else TeacherCache(cache)
+            self.task: DistillationTask = CachedDistillationTask(reader, kd_loss, lam, label_smoothing)
+        else:
+            teacher.requires_grad_(False)
+            self.task = DistillationTask(_Frozen(teacher), kd_loss, lam, label_smoothing)
+        self.last: dict[str, torch.Tensor] = {}
+
+    def forward(
+        self,
+        student_logits: torch.Tensor,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        indices: torch.Tensor | None = None,
+        epoch: int = 0,
+    ) -> torch.Tensor:
+        if isinstance(self.task, CachedDistillationTask) and indices is None:
+            raise ValueError("a cache-backed Distiller needs the batch's sample indices (and epoch)")
+        targets = labels if labels.is_floating_point() else None
+        hard = labels.argmax(1) if targets is not None else labels
+        out = self.task.losses(student_logits, images, hard, indices, epoch, targets)
+        self.last = {k: v.detach() for k, v in out.items() if k not in ("output", "loss")}
+        return out["loss"]
+
+
+class _Frozen(nn.Module):
+    """A teacher in eval mode whatever ``train()`` says, run without gradients."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.eval()
+
+    def train(self, mode: bool = True) -> _Frozen:
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)

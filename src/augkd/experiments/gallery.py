@@ -3,6 +3,9 @@
 One row per op (each on a different real image) and one column per level, plus a last row that applies two
 ops one after the other at the same level, which is what RandAugment with N=2 does to a training image. Signed
 ops are shown in their positive direction and cutout is centred, so a gallery is deterministic.
+
+:func:`make_mix_gallery` shows what a run's training batches look like after Mixup/CutMix (its whole pipeline:
+crop, policy, Cutout, mixing), each image titled with the classes its soft target weighs and their weights.
 """
 
 from __future__ import annotations
@@ -15,9 +18,13 @@ import torch
 from augkd.augment.ops import apply_op
 from augkd.augment.policies import GEOMETRIC_OPS
 from augkd.augment.spec import build_policy
+from augkd.data import DeviceLoader, InMemoryDataset
+from augkd.data.pipeline import Normalize
 from augkd.io import out_folder
+from augkd.train.build import build_pipeline
+from augkd.train.config import TrainConfig
 
-__all__ = ["make_gallery"]
+__all__ = ["make_gallery", "make_mix_gallery", "mixed_training_images"]
 
 
 def _resolve_ops(ops: str | Sequence[str], space: str | None) -> tuple[list[str], str, str]:
@@ -100,6 +107,60 @@ def make_gallery(
             if c == 0:
                 ax.set_ylabel(" +\n".join(row_ops), fontsize=8)
     fig.suptitle(f"{title} ({space} levels)", fontsize=10)
+    out = Path(out_png)
+    out_folder(out.parent)
+    fig.savefig(out, dpi=100)
+    return out
+
+
+def mixed_training_images(
+    cfg: TrainConfig, train_set: InMemoryDataset, n: int, epoch: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` training images of ``epoch`` as the run ``cfg`` trains on them (every stage of its pipeline,
+    Mixup/CutMix included): uint8 ``(n, 3, H, W)`` and their soft targets ``(n, C)``.
+
+    Raises:
+        ValueError: the config mixes nothing (``augment.mixup`` and ``augment.cutmix`` are 0).
+    """
+    if not cfg.augment.mixes:
+        raise ValueError("a mix gallery needs augment.mixup=ALPHA and/or augment.cutmix=ALPHA")
+    identity = Normalize((0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255))  # x * 1: the uint8 values as floats
+    pipeline = build_pipeline(cfg, identity)
+    loader = DeviceLoader(train_set, min(n, len(train_set)), shuffle=True, seed=cfg.seed)
+    batch = next(iter(pipeline.batches(loader, epoch)))
+    targets = batch.targets
+    if targets is None:  # an epoch without mixing (augment.off_last_epochs)
+        targets = torch.nn.functional.one_hot(batch.labels, train_set.num_classes).float()
+    return batch.images.round().to(torch.uint8), targets
+
+
+def make_mix_gallery(
+    images: torch.Tensor, targets: torch.Tensor, classes: Sequence[str], out_png: str | Path, columns: int = 4
+) -> Path:
+    """Write a PNG grid of mixed ``images``, each titled with the (at most two) classes of its soft target and
+    their weights, e.g. ``cat 0.62 + dog 0.38``.
+
+    Returns:
+        The path of the PNG.
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4 or len(images) == 0 or targets.shape[0] != len(images):
+        raise ValueError(f"images must be uint8 (n, C, H, W) with n >= 1 and one target row each; got {images.shape}")
+    from matplotlib.figure import Figure
+
+    rows = -(-len(images) // columns)
+    fig = Figure(figsize=(1.8 * columns, 1.9 * rows + 0.3), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= len(images):
+            ax.set_axis_off()
+            continue
+        ax.imshow(images[i].permute(1, 2, 0).numpy(), interpolation="nearest")
+        weights, idx = targets[i].topk(min(2, targets.shape[1]))
+        parts = [f"{classes[c]} {w:.2f}" for w, c in zip(weights.tolist(), idx.tolist()) if w > 0.005]
+        ax.set_title(" + ".join(parts), fontsize=8)
+    fig.suptitle("training images after Mixup / CutMix (class weights of the soft target)", fontsize=9)
     out = Path(out_png)
     out_folder(out.parent)
     fig.savefig(out, dpi=100)

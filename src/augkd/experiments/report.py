@@ -14,7 +14,11 @@ Files written to ``DIR``:
 - ``error_vs_<axis>.png``: test error against each axis, one line per value of the other axes (the paper's
   Table 1 as a plot; with ``kd.lambda`` or ``kd.k`` as the axis it is the paper's Fig. 4);
 - ``curves.png``: training loss and test accuracy per epoch, one colour per value of the first axis, solid
-  with KD and dashed without (the paper's Fig. 2).
+  with KD and dashed without (the paper's Fig. 2), and, when runs logged it, the student's test-set top-1
+  agreement with its teacher (or ``eval.reference``).
+
+Runs that measured agreement with a teacher get its final test-set figures in the run list (top-1 agreement and
+KL(teacher || student)).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ __all__ = ["ReportError", "RunRecord", "find_axes", "load_runs", "make_report"]
 #: Config keys that never make an axis (they differ between runs without changing the experiment).
 IGNORED_KEYS = {"name", "out_dir", "seed", "threads", "data.cache_dir", "device"}
 KD_AXIS = "kd"
+#: The summary's test-set agreement figures (runs with a teacher or ``eval.reference``).
+AGREEMENT_SUMMARY = ("final_agree_top1", "final_agree_top5", "final_teacher_kl")
 
 
 class ReportError(ValueError):
@@ -273,6 +279,9 @@ def make_report(paths: Sequence[str | Path], out: str | Path, title: str | None 
         entries = ["" if v == "off" else ("-" if gain is None else f"{gain:+.2f}") for v in col_values]
         lines.append("| **KD gain** (error without - with) | " + " | ".join(entries) + " |")
     header = ["run", *(_axis_title(a) for a in axes), "seed", "error (%)", "best top-1 (%)", "epochs", "time (s)"]
+    agreement = any(r.summary.get("final_agree_top1") is not None for r in runs)
+    if agreement:
+        header += ["agreement top-1 (%)", "KL(teacher, student)"]
     lines += ["", "## Runs", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in sorted(runs, key=lambda r: r.name):
         best, wall = r.summary.get("best_top1"), r.summary.get("wall_time_s")
@@ -285,6 +294,9 @@ def make_report(paths: Sequence[str | Path], out: str | Path, title: str | None 
             _fmt_value(r.summary.get("epochs")),
             "-" if wall is None else f"{float(wall):.0f}",
         ]
+        if agreement:
+            agree, kl = r.summary.get("final_agree_top1"), r.summary.get("final_teacher_kl")
+            cells_ += ["-" if agree is None else f"{agree:.2f}", "-" if kl is None else f"{kl:.4f}"]
         lines.append("| " + " | ".join(cells_) + " |")
     plots = _plots(runs, axes, col_axis, out)
     lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
@@ -295,7 +307,19 @@ def make_report(paths: Sequence[str | Path], out: str | Path, title: str | None 
         "columns": col_axis,
         "cells": cells,
         "kd_gain": gains,
-        "runs": [{"name": r.name, "path": str(r.path), "error": r.error} for r in runs],
+        "runs": [
+            {
+                "name": r.name,
+                "path": str(r.path),
+                "error": r.error,
+                **{
+                    k: r.summary[k]
+                    for k in ("final_agree_top1", "final_agree_top5", "final_teacher_kl")
+                    if k in r.summary
+                },
+            }
+            for r in runs
+        ],
     }
     js = out / "report.json"
     atomic_write_text(js, json.dumps(result, indent=2) + "\n")
@@ -391,7 +415,10 @@ def _plots(runs: list[RunRecord], axes: list[str], col_axis: str | None, out: Pa
         written.append(path)
 
     if any(r.history for r in runs):
-        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), dpi=120)
+        agree = any("test_agree_top1" in row for r in runs for row in r.history)
+        fig, panels = plt.subplots(1, 3 if agree else 2, figsize=(16.5 if agree else 11, 4), dpi=120)
+        ax_loss, ax_acc = panels[0], panels[1]
+        metrics = [("loss", ax_loss), ("test_top1", ax_acc)] + ([("test_agree_top1", panels[2])] if agree else [])
         col_values = _sort_values(list(dict.fromkeys(r.value(col_axis) for r in runs))) if col_axis else [""]
         colors = plt.get_cmap("viridis")([i / max(1, len(col_values) - 1) for i in range(len(col_values))])
         for key, rs in _group(runs, axes).items():
@@ -399,7 +426,7 @@ def _plots(runs: list[RunRecord], axes: list[str], col_axis: str | None, out: Pa
             color = colors[col_values.index(point[col_axis])] if col_axis else None
             style = "--" if point.get(KD_AXIS) == "off" else "-"
             label = ", ".join(f"{_axis_title(a)}={v}" for a, v in point.items()) or "runs"
-            for metric, axis_ in (("loss", ax_loss), ("test_top1", ax_acc)):
+            for metric, axis_ in metrics:
                 series: dict[int, list[float]] = {}
                 for r in rs:
                     for row in r.history:
@@ -415,7 +442,11 @@ def _plots(runs: list[RunRecord], axes: list[str], col_axis: str | None, out: Pa
         ax_acc.set_xlabel("epoch")
         ax_acc.set_ylabel("test top-1 accuracy (%)")
         ax_acc.set_title("Test accuracy (mean over seeds)")
-        for a in (ax_loss, ax_acc):
+        if agree:
+            panels[2].set_xlabel("epoch")
+            panels[2].set_ylabel("test top-1 agreement with the teacher (%)")
+            panels[2].set_title("Student-teacher agreement (mean over seeds)")
+        for a in panels:
             a.grid(alpha=0.3)
         ax_acc.legend(fontsize=7, ncol=2)
         fig.tight_layout()

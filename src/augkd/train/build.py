@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from augkd.augment.base import Cutout, build_base_augment
+from augkd.augment.mix import Mixer
 from augkd.augment.spec import build_policy
 from augkd.checkpoint import CheckpointError
 from augkd.data import (
@@ -26,7 +27,7 @@ from augkd.data import (
     build_stream_loaders,
     dataset_stats,
 )
-from augkd.data.pipeline import BatchPipeline, ImageStage, Normalize, TrainAugment
+from augkd.data.pipeline import BatchPipeline, ImageStage, MixStage, Normalize, TrainAugment
 from augkd.distill.cache import CacheError, TeacherCache, cache_key, dataset_fingerprint
 from augkd.distill.loss import TopKKL
 from augkd.distill.task import CachedDistillationTask, ClassificationTask, DistillationTask
@@ -45,6 +46,7 @@ __all__ = [
     "build_distillation_task",
     "build_ema",
     "build_pipeline",
+    "build_reference",
     "build_task",
     "build_train_augment",
     "resolve_amp",
@@ -120,10 +122,22 @@ def _augment_stage(cfg: TrainConfig) -> nn.Module:
     return ImageStage(build_train_augment(cfg))
 
 
+def _mix_stage(cfg: TrainConfig) -> nn.Module | None:
+    """Mixup / CutMix (``augment.mixup``, ``augment.cutmix``, ``mix_prob``, ``mix_switch_prob``), or None when
+    both are off: the pipeline, and so every cache key, is then what it was before mixing existed."""
+    aug = cfg.augment
+    if not aug.mixes:
+        return None
+    mixer = Mixer(aug.mixup, aug.cutmix, aug.mix_prob, aug.mix_switch_prob, seed=cfg.seed)
+    return MixStage(mixer, cfg.epochs - aug.off_last_epochs if aug.off_last_epochs else None)
+
+
 #: The stages of a run's training batches, in order: name -> ``cfg -> stage or None`` (None: not in this run).
 #: A stage is called ``stage(batch, epoch) -> Batch`` (see :mod:`augkd.data.pipeline`); one registered here
 #: reaches the training loop, the teacher cache and the cache's key without another edit.
-BATCH_STAGES: Registry[Callable[[TrainConfig], nn.Module | None]] = Registry("batch stage", {"augment": _augment_stage})
+BATCH_STAGES: Registry[Callable[[TrainConfig], nn.Module | None]] = Registry(
+    "batch stage", {"augment": _augment_stage, "mix": _mix_stage}
+)
 
 
 def build_pipeline(cfg: TrainConfig, normalize: Normalize) -> BatchPipeline:
@@ -284,6 +298,26 @@ def build_task(cfg: TrainConfig, parts: Components) -> nn.Module:
         norm = (parts.stats["mean"], parts.stats["std"])
         return build_distillation_task(cfg, parts.train_set.classes, parts.device, norm)
     return ClassificationTask(cfg.optim.label_smoothing)
+
+
+def build_reference(cfg: TrainConfig, parts: Components, task: nn.Module) -> nn.Module | None:
+    """The model whose agreement with the student the evaluation measures: ``eval.reference``, else the KD task's
+    live teacher, else ``kd.teacher`` beside ``kd.cache``; None when there is none.
+
+    Raises:
+        RunError: a reference that cannot be loaded or does not fit the data, in one line.
+    """
+    teacher = getattr(task, "teacher", None)
+    key, ref = ("eval.reference", cfg.eval.reference) if cfg.eval.reference else ("kd.teacher", cfg.kd.teacher)
+    if not cfg.eval.reference and (teacher is not None or not cfg.kd.cache):
+        return teacher
+    if not ref:
+        return None
+    norm = (parts.stats["mean"], parts.stats["std"])
+    try:
+        return load_teacher(ref, parts.eval_set.num_classes, parts.device, norm, channels_last=cfg.channels_last)
+    except (TeacherError, CheckpointError) as exc:
+        raise RunError(f"{key}: {exc}") from None
 
 
 def build_distillation_task(

@@ -35,7 +35,9 @@ __all__ = [
     "AugmentConfig",
     "CheckpointConfig",
     "EmaConfig",
+    "EvalConfig",
     "KdConfig",
+    "LogConfig",
     "ModelConfig",
     "OptimConfig",
     "TrainConfig",
@@ -62,9 +64,26 @@ class AugmentConfig:
     cutout: int = 0
     """Side in pixels of one Cutout square per image after the policy (centre uniform over the image, clipped at
     the border, filled with ``fill``); 16 in AutoAugment's CIFAR recipe; 0: none."""
+    mixup: float = 0.0
+    """Mixup's Beta(alpha, alpha) parameter (timm's ``--mixup``, DeiT: 0.8); 0: no Mixup. Mixing comes after the
+    policy and Cutout, per image, every draw keyed by (seed, epoch, sample id); the partner is a training sample
+    drawn by id (docs/design.md). Needs ``data.loader=memory``."""
+    cutmix: float = 0.0
+    """CutMix's Beta(alpha, alpha) parameter (timm's ``--cutmix``, DeiT: 1.0); 0: no CutMix."""
+    mix_prob: float = 1.0
+    """Probability that an image is mixed at all when ``mixup`` or ``cutmix`` is on (timm's ``--mixup-prob``)."""
+    mix_switch_prob: float = 0.5
+    """Probability of CutMix rather than Mixup when both are on (timm's ``--mixup-switch-prob``)."""
 
     def __post_init__(self) -> None:
         check_finite(self, "augment.")
+        if self.mixup < 0 or self.cutmix < 0:
+            raise ValueError(f"augment.mixup and augment.cutmix must be >= 0 (0: off); got {self.mixup}, {self.cutmix}")
+        if not 0 <= self.mix_prob <= 1 or not 0 <= self.mix_switch_prob <= 1:
+            raise ValueError(
+                f"augment.mix_prob and augment.mix_switch_prob must be in [0, 1]; got {self.mix_prob}, "
+                f"{self.mix_switch_prob}"
+            )
         if not 0 <= self.fill <= 255:
             raise ValueError(f"augment.fill must be in [0, 255]; got {self.fill!r}")
         try:  # checked here so a typo fails before the data is decoded
@@ -77,6 +96,11 @@ class AugmentConfig:
             raise ValueError(f"augment.cutout must be >= 0 pixels; got {self.cutout!r}")
         if self.magnitude is not None:
             self.spec()  # a bad magnitude or a policy without one fails here, naming the key
+
+    @property
+    def mixes(self) -> bool:
+        """Whether Mixup or CutMix is on."""
+        return self.mixup > 0 or self.cutmix > 0
 
     def spec(self) -> str:
         """The effective policy spec: ``policy`` with ``magnitude`` applied (canonical form)."""
@@ -318,6 +342,33 @@ class KdConfig:
 
 
 @dataclass
+class EvalConfig:
+    """What the evaluation measures besides accuracy."""
+
+    reference: str = ""
+    """A teacher (augkd run checkpoint, or any ``kd.teacher`` value) whose agreement with the student is measured
+    on the test set every evaluation (``test_agree_top1``, ``test_agree_top5``, ``test_teacher_kl``), for a run
+    without KD or against another model than the KD teacher; empty: the KD teacher of a KD run (live, or
+    ``kd.teacher`` beside ``kd.cache``), else none."""
+
+
+@dataclass
+class LogConfig:
+    """Log sinks besides ``metrics.jsonl`` and ``metrics.csv`` (written by rank 0 only)."""
+
+    tensorboard: bool = False
+    """Write TensorBoard events to ``<run>/tensorboard``: loss, learning rate and images/s every ``every_steps``
+    optimizer steps, every epoch's metrics; a resumed run continues the same stream without duplicates. Needs
+    the ``tensorboard`` extra (``pip install augkd[tensorboard]``)."""
+    every_steps: int = 10
+    """Optimizer steps between two per-step records (TensorBoard)."""
+
+    def __post_init__(self) -> None:
+        if self.every_steps < 1:
+            raise ValueError(f"log.every_steps must be >= 1; got {self.every_steps!r}")
+
+
+@dataclass
 class TrainConfig:
     """A whole training run."""
 
@@ -361,6 +412,10 @@ class TrainConfig:
     kd: KdConfig = field(default_factory=KdConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     """Which checkpoints the run folder keeps (``checkpoint.keep_last``)."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Agreement with a reference model on the test set (``eval.reference``)."""
+    log: LogConfig = field(default_factory=LogConfig)
+    """Extra log sinks (``log.tensorboard``)."""
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
@@ -370,6 +425,11 @@ class TrainConfig:
             raise ValueError(
                 "kd.cache needs data.loader=memory: the teacher cache keys on the in-memory training set "
                 "(its fingerprint and the device-side crop/flip); use a live kd.teacher with the stream loader"
+            )
+        if self.augment.mixes and self.data.loader == "stream":
+            raise ValueError(
+                "augment.mixup / augment.cutmix need data.loader=memory: each image's partner is a training sample "
+                "drawn by id and gathered from the in-memory store"
             )
         if self.augment.off_last_epochs > self.epochs:
             raise ValueError(
@@ -418,6 +478,7 @@ RESUME_MAY_CHANGE = RESULT_NEUTRAL | {
     "data.test_subset_per_class",
     "optim.nonfinite",
     "optim.nonfinite_patience",
+    "eval.",
 }
 
 

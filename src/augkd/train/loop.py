@@ -23,6 +23,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -45,17 +46,28 @@ from augkd.checkpoint import (
 from augkd.config import config_to_dict, describe_changes
 from augkd.data import DeviceLoader, InMemoryDataset
 from augkd.data.loader import Batch
+from augkd.distill.loss import AGREEMENT_KEYS, agreement, teacher_top_k
 from augkd.io import atomic_write_text, remove_temp_files
 from augkd.lock import FolderLock, LockError
 from augkd.models import count_parameters
 from augkd.models.build import build_model
 from augkd.models.checkpoint import RunCheckpoint, class_mismatch, read_latest_run_checkpoint, run_info, training_state
 from augkd.train import distributed
-from augkd.train.build import RunError, build_components, build_ema, build_task, resolve_device
+from augkd.train.build import RunError, build_components, build_ema, build_reference, build_task, resolve_device
 from augkd.train.config import RESUME_MAY_CHANGE, TrainConfig, changed_keys
 from augkd.train.distributed import DistEnv
 from augkd.train.guard import NonFiniteGuard, check_finite_state
-from augkd.train.metrics import format_epoch, format_start, log_metrics, report_bad_files, run_summary, write_summary
+from augkd.train.metrics import (
+    close_sinks,
+    format_epoch,
+    format_start,
+    log_metrics,
+    log_step,
+    open_sinks,
+    report_bad_files,
+    run_summary,
+    write_summary,
+)
 from augkd.train.optim import build_optimizer
 from augkd.train.run import Run
 from augkd.train.schedule import lr_factor
@@ -171,6 +183,7 @@ def setup_run(
         stats=parts.stats,
         env=env,
     )
+    run.reference = build_reference(cfg, parts, task)
     if resume:
         _resume(run)
     if env.enabled:
@@ -283,6 +296,7 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
     seen = 0
     guard = NonFiniteGuard(cfg.optim.nonfinite, cfg.optim.nonfinite_patience, run.device)
     t0 = time.perf_counter()
+    mark = (t0, 0)  # time and images at the last per-step record
     bar = tqdm(
         run.pipeline.batches(run.train_loader, epoch),  # augmented and normalized, as the teacher cache sees them
         total=len(run.train_loader),
@@ -301,10 +315,10 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
         # the gradient all-reduce pairs up and this rank adds nothing to it or to the epoch's figures.
         idle = batch.labels.numel() == 0
         if idle:
-            batch = run.pipeline(_stand_in_batch(run, batch), epoch)
+            batch = run.pipeline(_stand_in_batch(run, batch), epoch, run.train_loader)
             model.eval()
         with _autocast(run.device, run.amp_dtype):
-            out = run.task(model, batch.images, batch.labels, batch.indices, epoch)
+            out = run.task(model, batch.images, batch.labels, batch.indices, epoch, batch.targets)
         if idle:
             model.train()
             out = {k: v * 0.0 if k.endswith("loss") else v for k, v in out.items()}
@@ -329,10 +343,15 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
         n = 0 if idle else batch.labels.numel()
         seen += n
         for key, value in out.items():
-            if key.endswith("loss"):
+            if key.endswith("loss") or key in AGREEMENT_KEYS:
                 sums[key] = sums.get(key, 0.0) + value.detach().float() * n
         if not idle:
-            correct += (out["output"].argmax(1) == batch.labels).sum()
+            correct += (out["output"].argmax(1) == batch.labels).sum()  # the dominant label of a mixed image
+        if run.sinks and run.step % cfg.log.every_steps == 0:
+            now = time.perf_counter()
+            speed = (seen - mark[1]) / max(now - mark[0], 1e-9)
+            log_step(run, run.step, {"loss": loss.item(), "lr": lr, "images_per_s": speed})
+            mark = (now, seen)
         if progress and (i % 10 == 0 or i == len(run.train_loader) - 1):
             elapsed = time.perf_counter() - t0
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{seen / max(elapsed, 1e-9):.0f}")
@@ -367,14 +386,21 @@ def evaluate(
     amp_dtype: torch.dtype | None = None,
     flip: bool = False,
     progress: bool = False,
+    reference: nn.Module | None = None,
 ) -> dict[str, float]:
-    """Top-1 and top-5 accuracy (%) and mean cross-entropy over a loader (optionally averaging a mirrored view)."""
+    """Top-1 and top-5 accuracy (%) and mean cross-entropy over a loader (optionally averaging a mirrored view).
+
+    With a ``reference`` (a teacher: normalized images in, logits out) also the student's agreement with it, on the
+    same view(s): ``agree_top1``, ``agree_top5`` (%), ``teacher_kl`` (the full KL at T = 1), see
+    :func:`~augkd.distill.loss.agreement`.
+    """
     was_training = model.training
     model.eval()
     device = normalize.scale.device
     loss_sum = torch.zeros((), device=device)
     top1 = torch.zeros((), device=device)
     top5 = torch.zeros((), device=device)
+    agree = torch.zeros(len(AGREEMENT_KEYS), device=device, dtype=torch.float64)
     n = 0
     pass_number = next(_EVAL_PASSES)
     for batch in tqdm(loader, desc="eval", disable=not progress, leave=False, file=sys.stderr):
@@ -385,6 +411,13 @@ def evaluate(
             logits = model(images).float()
             if flip:
                 logits = 0.5 * (logits + model(images.flip(3)).float())
+            if reference is not None:
+                ref = reference(images).float()
+                if flip:
+                    ref = 0.5 * (ref + reference(images.flip(3)).float())
+        if reference is not None:
+            figures = agreement(logits, teacher_top_k(ref, ref.shape[1], 1.0))
+            agree += torch.stack([figures[k].double().sum() for k in AGREEMENT_KEYS])
         loss_sum += nn.functional.cross_entropy(logits, batch.labels, reduction="sum")
         k = min(5, logits.shape[1])
         topk = logits.topk(k, dim=1).indices
@@ -394,9 +427,15 @@ def evaluate(
         n += batch.labels.numel()
     model.train(was_training)
     if loader.world_size > 1:  # each rank evaluated its shard of the set: add up the shards
-        totals = distributed.all_reduce_sum(torch.stack([loss_sum, top1, top5, torch.tensor(float(n), device=device)]))
+        totals = distributed.all_reduce_sum(
+            torch.cat([torch.stack([loss_sum, top1, top5, torch.tensor(float(n), device=device)]), agree.float()])
+        )
         loss_sum, top1, top5, n = totals[0], totals[1], totals[2], int(totals[3].item())
-    return {"top1": 100.0 * top1.item() / n, "top5": 100.0 * top5.item() / n, "loss": loss_sum.item() / n, "n": n}
+        agree = totals[4:].double()
+    out = {"top1": 100.0 * top1.item() / n, "top5": 100.0 * top5.item() / n, "loss": loss_sum.item() / n, "n": n}
+    if reference is not None:
+        out.update({k: v / n for k, v in zip(AGREEMENT_KEYS, agree.tolist())})
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -476,10 +515,20 @@ def _train_locked(
             old = ["last.pt", "best.pt", "summary.json", "metrics.jsonl", "metrics.csv", "bad_files.txt"]
             for path in [*(run.run_dir / n for n in old), *(p for _, p in epoch_checkpoints(run.run_dir))]:
                 Path(path).unlink(missing_ok=True)
+            shutil.rmtree(run.run_dir / "tensorboard", ignore_errors=True)
         report_bad_files(run, log)  # even when quiet: the user must know what was left out
         if run.config_changes:  # config.yaml is about to say only the new values: keep what the old ones were
             _append_config_history(run)
         atomic_write_text(run.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    run.sinks = open_sinks(run)
+    try:
+        return _train_epochs(run, env, resume, quiet, log)
+    finally:
+        close_sinks(run)
+
+
+def _train_epochs(run: Run, env: DistEnv, resume: bool, quiet: bool, log: Any) -> dict[str, Any]:
+    cfg = run.cfg
     n_params = count_parameters(run.model)
     progress = not quiet and sys.stderr.isatty() and not os.environ.get("CI")
     if not quiet:
@@ -496,7 +545,9 @@ def _train_locked(
         if run.ema is not None:
             distributed.broadcast_buffers(run.ema)
         if (epoch + 1) % cfg.eval_every == 0 or last_epoch:
-            res = evaluate(run.model, run.eval_loader, run.normalize, run.amp_dtype, flip=cfg.eval_flip)
+            res = evaluate(
+                run.model, run.eval_loader, run.normalize, run.amp_dtype, flip=cfg.eval_flip, reference=run.reference
+            )
             row.update({f"test_{k}": v for k, v in res.items() if k != "n"})
             if run.ema is not None:
                 res_ema = evaluate(run.ema.module, run.eval_loader, run.normalize, run.amp_dtype, flip=cfg.eval_flip)

@@ -48,6 +48,11 @@ class Run:
     config_changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     """What ``--resume`` changed in the saved config (keys it allows), recorded in ``config_history.jsonl``."""
     """Unreadable images already written to ``bad_files.txt`` (``data.bad_files=skip``)."""
+    reference: nn.Module | None = None
+    """The model whose agreement with the student the evaluation measures (``eval.reference`` or the live KD
+    teacher), or None."""
+    sinks: list[Any] = field(default_factory=list)
+    """The open log sinks (:func:`~augkd.train.metrics.open_sinks`; rank 0 only)."""
 
     @property
     def augment(self) -> TrainAugment:
