@@ -95,6 +95,8 @@ def test_only_rank_zero_prints_and_writes(runs):
     assert [json.loads(r)["epoch"] for r in rows] == [1, 2]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["train_images"] == 200
+    history = [json.loads(line) for line in (run_dir / "config_history.jsonl").read_text().splitlines()]
+    assert [h["changes"]["epochs"] for h in history] == [[1, 2]]  # written once, by rank 0
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
         [
             ".augkd.lock",
@@ -102,6 +104,7 @@ def test_only_rank_zero_prints_and_writes(runs):
             "ckpt_epoch0001.pt",
             "ckpt_epoch0002.pt",
             "config.yaml",
+            "config_history.jsonl",  # the resume went from 1 to 2 epochs
             "last.pt",
             "metrics.csv",
             "metrics.jsonl",

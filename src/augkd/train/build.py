@@ -314,9 +314,10 @@ def build_reference(cfg: TrainConfig, parts: Components, task: nn.Module) -> nn.
     if not ref:
         return None
     norm = (parts.stats["mean"], parts.stats["std"])
+    spec = teacher_spec(cfg) if key == "kd.teacher" else parse_teacher(ref)  # the KD teacher with its kd.* options
     try:
-        return load_teacher(ref, parts.eval_set.num_classes, parts.device, norm, channels_last=cfg.channels_last)
-    except (TeacherError, CheckpointError) as exc:
+        return load_teacher(spec, list(parts.eval_set.classes), parts.device, norm, channels_last=cfg.channels_last)
+    except (ValueError, CheckpointError) as exc:  # TeacherError, WeightsError: one line each
         raise RunError(f"{key}: {exc}") from None
 
 
