@@ -52,7 +52,7 @@ import torch
 
 from augkd import faults
 from augkd.digest import TRAILER_BYTES, SealError, check_seal, encode_trailer, make_seal, read_trailer
-from augkd.distill.loss import TeacherTopK
+from augkd.distill.loss import TeacherTopK, logsumexp_at
 from augkd.io import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
@@ -88,6 +88,8 @@ _ALIGN = 64
 _WRITES = itertools.count(1)  # epoch-file writes of this process, for AUGKD_FAULT=kill_during_cache_write:<n>
 #: Header entries that decide an epoch file's bytes: their digest is sealed into every epoch file.
 IDENTITY = ("key", "k", "temperature", "num_classes", "rows", "logits_dtype")
+#: Identity entries only some layouts' headers hold (float32 headers have none, so their seals stay as they were).
+LAYOUT_IDENTITY = ("float16_layout",)
 
 #: How a mismatch of a key entry is named to the user (``pipeline.*`` entries are named by their own path: the
 #: stage and the setting, e.g. ``pipeline.stages.augment.policy.magnitude``).
@@ -175,27 +177,130 @@ def _key_differences(cached: Mapping[str, Any], key: Mapping[str, Any]) -> list[
 # Layout of one epoch file
 
 
+#: The float16 layout's version, in its header and sealed into its epoch files (float32 headers have none, so
+#: their files and seals are those of earlier augkd). 2: packed class indices, float16 statistics relative to the
+#: top logit (41 bytes at K=10 and 1,000 classes); float16 caches of the 56-byte layout are refused on opening.
+FLOAT16_LAYOUT = 2
+#: Largest class-index width that is packed (wider indices are stored as int32).
+_MAX_PACKED_BITS = 31
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def index_bits(num_classes: int) -> int:
+    """Bits of a class index in ``[0, num_classes)``: ``ceil(log2(num_classes))``, at least 1."""
+    return max(1, (num_classes - 1).bit_length())
+
+
+def pack_indices(indices: np.ndarray, bits: int) -> np.ndarray:
+    """``(rows, K)`` class indices as ``(rows, ceil(K * bits / 8))`` bytes: index ``j`` of a row holds bits
+    ``j * bits .. (j + 1) * bits - 1`` of the row, least significant first (the byte order of little-endian
+    integers); the last byte of a row is zero-padded, so every row starts on a byte.
+
+    Raises:
+        CacheError: an index that ``bits`` bits cannot hold (negative, or ``>= 2**bits``).
+    """
+    rows, k = indices.shape
+    values = np.asarray(indices, dtype=np.int64)
+    if values.size and (int(values.min()) < 0 or int(values.max()) >= 1 << bits):
+        raise CacheError(
+            f"class indices must lie in [0, {1 << bits}) to be packed in {bits} bits; got "
+            f"{int(values.min())}..{int(values.max())}"
+        )
+    out = np.zeros((rows, -(-k * bits // 8)), dtype=np.uint8)
+    for j in range(k):  # K x (bytes an index spans) whole-column operations: no Python loop over rows
+        start = j * bits
+        shifted = values[:, j] << (start % 8)
+        for n, byte in enumerate(range(start // 8, (start + bits - 1) // 8 + 1)):
+            out[:, byte] |= ((shifted >> (8 * n)) & 0xFF).astype(np.uint8)
+    return out
+
+
+class _Unpacker:
+    """Reads the first ``k`` indices of packed rows (:func:`pack_indices`) with a few whole-batch tensor ops.
+
+    Index ``j`` spans at most ``ceil((7 + bits) / 8)`` bytes from byte ``j * bits // 8``: the bytes are gathered
+    into a little-endian window (positions past the row's end repeat its last byte; they lie above the index's
+    bits and are masked off), shifted right by ``j * bits % 8`` and masked to ``bits`` bits.
+    """
+
+    def __init__(self, row_bytes: int, bits: int) -> None:
+        self.row_bytes, self.bits = row_bytes, bits
+        self.span = -(-(7 + bits) // 8)
+        self._plans: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def _plan(self, k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        plan = self._plans.get((k, device))
+        if plan is None:
+            start = torch.arange(k, dtype=torch.int64) * self.bits
+            byte = (start // 8)[:, None] + torch.arange(self.span)
+            positions = byte.clamp_max(self.row_bytes - 1).flatten()
+            lifts = (8 * torch.arange(self.span, dtype=torch.int64)).expand(k, -1)
+            plan = self._plans[(k, device)] = (positions.to(device), lifts.to(device), (start % 8).to(device))
+        return plan
+
+    def __call__(self, packed: torch.Tensor, k: int) -> torch.Tensor:
+        """int64 ``(rows, k)`` indices of ``(rows, row_bytes)`` uint8 rows."""
+        positions, lifts, shifts = self._plan(k, packed.device)
+        window = (packed[:, positions].view(-1, k, self.span).to(torch.int64) << lifts).sum(dim=2)
+        return (window >> shifts) & ((1 << self.bits) - 1)
+
+
 class CacheLayout:
     """Byte layout of an epoch file: three blocks, each 64-byte aligned.
+
+    ``float32`` (the exact default): indices ``(rows, K)`` int16 (int32 above 32,768 classes), logits
+    ``(rows, K)`` float32, statistics ``(rows, 4)`` float32 ``[lse at T, lse at 1, entropy, log p(label)]``.
+
+    ``float16``: indices packed to ``ceil(log2(classes))`` bits each (:func:`pack_indices`; int16/int32 where
+    packing saves nothing), logits ``(rows, K)`` float16, statistics ``(rows, 4)`` float16 ``[lse at T -
+    lse_K at T, lse at 1 - lse_K at 1, entropy, log p(label)]``, where ``lse_K`` is the log-sum-exp of the row's
+    K stored (float16) logits. Each log-sum-exp is thus kept as ``-log`` of the teacher's probability mass on
+    its top K, a number in ``[0, log classes]`` (0 for a confident teacher or K = classes) where float16 is far
+    finer than at the size of a log-sum-exp itself (0.008 at 25); ``partial`` mode's ``log p_T`` over the K
+    classes is the exact log-softmax of the stored logits plus that one stored number. At K=10 and 1,000
+    classes: 13 + 20 + 8 = 41 bytes.
 
     Args:
         rows: number of samples.
         k: top-K classes stored per sample.
-        num_classes: classes of the teacher (decides the index dtype).
+        num_classes: classes of the teacher (decides the index dtype or width).
         logits_dtype: ``float32`` or ``float16``.
+        temperature: the cache's temperature (the float16 layout stores ``lse at T`` relative to ``top / T``);
+            needed to encode and read a float16 layout, not for its sizes.
     """
 
-    def __init__(self, rows: int, k: int, num_classes: int, logits_dtype: str = "float32") -> None:
+    def __init__(
+        self,
+        rows: int,
+        k: int,
+        num_classes: int,
+        logits_dtype: str = "float32",
+        temperature: float | None = None,
+    ) -> None:
         if logits_dtype not in LOGITS_DTYPES:
             raise CacheError(f"logits dtype must be one of {', '.join(LOGITS_DTYPES)}; got {logits_dtype!r}")
         self.rows, self.k, self.num_classes, self.logits_dtype = rows, k, num_classes, logits_dtype
+        self.temperature = temperature
         self.index_dtype = "int16" if num_classes <= np.iinfo(np.int16).max + 1 else "int32"
+        self.index_bits = index_bits(num_classes)
+        row_bytes = -(-k * self.index_bits // 8)
+        self.packed = (
+            logits_dtype == "float16"
+            and self.index_bits <= _MAX_PACKED_BITS
+            and row_bytes < k * np.dtype(self.index_dtype).itemsize
+        )
+        indices: tuple[np.dtype, tuple[int, ...]] = (np.dtype(self.index_dtype), (rows, k))
+        if self.packed:
+            self.index_dtype = f"packed{self.index_bits}"
+            indices = (np.dtype("uint8"), (rows, row_bytes))
+            self._unpack = _Unpacker(row_bytes, self.index_bits)
+        stats_dtype = np.dtype("float16" if logits_dtype == "float16" else "float32")
         self.blocks: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = {}
         offset = 0
         for name, dtype, shape in (
-            ("indices", np.dtype(self.index_dtype), (rows, k)),
+            ("indices", *indices),
             ("logits", np.dtype(logits_dtype), (rows, k)),
-            ("stats", np.dtype("float32"), (rows, len(STATS))),
+            ("stats", stats_dtype, (rows, len(STATS))),
         ):
             self.blocks[name] = (offset, dtype, shape)
             offset += -(-(dtype.itemsize * math.prod(shape)) // _ALIGN) * _ALIGN
@@ -208,21 +313,82 @@ class CacheLayout:
         """Stored bytes per (sample, epoch), padding left out."""
         return sum(dtype.itemsize * math.prod(shape[1:]) for _, dtype, shape in self.blocks.values())
 
+    @property
+    def stats_columns(self) -> list[str]:
+        """What the columns of the statistics block hold."""
+        if self.logits_dtype == "float16":
+            return ["lse_t - lse_k_t", "lse_1 - lse_k_1", "entropy", "log_p_label"]
+        return list(STATS)
+
     def describe(self) -> dict[str, Any]:
         """Plain-data form for the header."""
-        return {
+        described = {
             name: {"offset": offset, "dtype": dtype.name, "shape": list(shape)}
             for name, (offset, dtype, shape) in self.blocks.items()
         }
+        if self.packed:
+            described["indices"]["bits"] = self.index_bits
+        return described
+
+    def header_entries(self) -> dict[str, Any]:
+        """What a cache header records about the layout (the float16 layout's version is sealed with it)."""
+        entries = {
+            "index_dtype": self.index_dtype,
+            "bytes_per_sample": self.bytes_per_sample,
+            "epoch_bytes": self.epoch_bytes,
+            "layout": self.describe(),
+            "stats_columns": self.stats_columns,
+        }
+        if self.logits_dtype == "float16":
+            entries["float16_layout"] = FLOAT16_LAYOUT
+        return entries
+
+    def _temperature(self) -> float:
+        if self.temperature is None:
+            raise CacheError("the float16 cache layout needs the cache's temperature (CacheLayout(temperature=...))")
+        return self.temperature
 
     def encode(self, indices: torch.Tensor, logits: torch.Tensor, stats: torch.Tensor) -> bytes:
-        """The bytes of one epoch file from the (rows, K) indices and logits and the (rows, 4) statistics."""
+        """The bytes of one epoch file from the (rows, K) indices and logits and the (rows, 4) statistics
+        ``[lse at T, lse at 1, entropy, log p(label)]``.
+
+        Raises:
+            CacheError: in the float16 layout, a finite logit beyond float16's range (+-65504), or an index that
+                cannot be packed.
+        """
+        arrays = {name: t.detach().cpu().numpy() for name, t in (("indices", indices), ("logits", logits))}
+        arrays["stats"] = stats.detach().cpu().numpy()
+        if self.logits_dtype == "float16":
+            arrays.update(self._float16_blocks(**arrays))
         buf = bytearray(self.payload_bytes)
-        for name, tensor in (("indices", indices), ("logits", logits), ("stats", stats)):
+        for name, array in arrays.items():
             offset, dtype, shape = self.blocks[name]
             view = np.frombuffer(buf, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
-            view[...] = tensor.detach().cpu().numpy().astype(dtype, copy=False)
+            view[...] = array.astype(dtype, copy=False)
         return bytes(buf)
+
+    def _float16_blocks(self, indices: np.ndarray, logits: np.ndarray, stats: np.ndarray) -> dict[str, np.ndarray]:
+        finite = np.isfinite(logits)
+        if bool((np.abs(logits[finite]) > _FLOAT16_MAX).any()):
+            biggest = float(np.abs(logits[finite]).max())
+            raise CacheError(
+                f"a teacher logit of magnitude {biggest:g} does not fit float16 (at most {_FLOAT16_MAX:g}); "
+                "build the cache with --dtype float32"
+            )
+        half = logits.astype(np.float16)
+        rel = torch.from_numpy(stats.astype(np.float32, copy=True))
+        rel[:, :2] -= self._lse_offsets(torch.from_numpy(half))
+        rel[:, 3].clamp_(min=-_FLOAT16_MAX)  # p(label) below exp(-65504) is 0 in float32 already
+        blocks = {"logits": half, "stats": rel.numpy()}
+        if self.packed:
+            blocks["indices"] = pack_indices(indices, self.index_bits)
+        return blocks
+
+    def _lse_offsets(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(rows, 2)`` log-sum-exps of the K stored logits at T and at 1, in float32 (writer and reader share
+        this function, so a stored difference comes back as the number it was)."""
+        logits = logits.to(torch.float32)
+        return torch.stack([logsumexp_at(logits, self._temperature()), logsumexp_at(logits, 1.0)], dim=1)
 
     def open(self, path: Path) -> dict[str, np.ndarray]:
         """The three blocks of an epoch file as copy-on-write memory maps (nothing is read until used)."""
@@ -230,6 +396,31 @@ class CacheLayout:
             name: np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=shape)
             for name, (offset, dtype, shape) in self.blocks.items()
         }
+
+    def class_indices(self, block: np.ndarray) -> np.ndarray:
+        """The ``(rows, K)`` class indices of a whole indices block (unpacked in slices of 65,536 rows)."""
+        if not self.packed:
+            return np.asarray(block)
+        out = np.empty((len(block), self.k), dtype=np.int32)
+        for start in range(0, len(block), 1 << 16):
+            rows = torch.from_numpy(np.ascontiguousarray(block[start : start + (1 << 16)]))
+            out[start : start + len(rows)] = self._unpack(rows, self.k).numpy()
+        return out
+
+    def read(
+        self, blocks: Mapping[str, torch.Tensor], rows: torch.Tensor, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rows ``rows`` of opened blocks as int64 ``(B, k)`` indices, float32 ``(B, k)`` logits and float32
+        ``(B, 4)`` statistics ``[lse at T, lse at 1, entropy, log p(label)]``."""
+        if self.logits_dtype == "float32":
+            top = blocks["indices"][rows, :k].to(torch.int64)
+            return top, blocks["logits"][rows, :k].to(torch.float32), blocks["stats"][rows]
+        indices = blocks["indices"][rows]
+        top = self._unpack(indices, k) if self.packed else indices[:, :k].to(torch.int64)
+        logits = blocks["logits"][rows].to(torch.float32)  # all K: the log-sum-exps are stored relative to them
+        stats = blocks["stats"][rows].to(torch.float32)
+        stats[:, :2] += self._lse_offsets(logits)
+        return top, logits[:, :k], stats
 
 
 def epoch_path(root: str | Path, epoch: int) -> Path:
@@ -257,16 +448,29 @@ def _read_header(root: Path) -> dict[str, Any]:
     missing = [k for k in ("key", "k", "temperature", "num_classes", "rows", "logits_dtype") if k not in header]
     if missing:
         raise CacheError(f"{path}: damaged cache header (no {', '.join(missing)})")
+    if header["logits_dtype"] == "float16" and header.get("float16_layout") != FLOAT16_LAYOUT:
+        raise CacheError(
+            f"{path}: a float16 cache in the layout of an older augkd (float16_layout="
+            f"{header.get('float16_layout')!r}, this augkd reads {FLOAT16_LAYOUT}): delete it and build it again"
+        )
     return header
 
 
 def _layout_of(header: Mapping[str, Any]) -> CacheLayout:
-    return CacheLayout(int(header["rows"]), int(header["k"]), int(header["num_classes"]), header["logits_dtype"])
+    return CacheLayout(
+        int(header["rows"]),
+        int(header["k"]),
+        int(header["num_classes"]),
+        header["logits_dtype"],
+        float(header["temperature"]),
+    )
 
 
 def cache_identity(header: Mapping[str, Any]) -> dict[str, Any]:
-    """What decides an epoch file's bytes (the key, K, T, classes, rows, logits dtype): sealed into every file."""
-    return {name: json.loads(json.dumps(header[name])) for name in IDENTITY}
+    """What decides an epoch file's bytes (the key, K, T, classes, rows, logits dtype, and the float16 layout's
+    version where the header has one): sealed into every file."""
+    names = [*IDENTITY, *(name for name in LAYOUT_IDENTITY if name in header)]
+    return {name: json.loads(json.dumps(header[name])) for name in names}
 
 
 def _check_epoch_file(path: Path, header: Mapping[str, Any], epoch: int, contents: bool) -> None:
@@ -334,8 +538,8 @@ def prepare_cache_dir(
     header = {"format": CACHE_FORMAT, **header}
     if (root / HEADER).exists():
         old = _read_header(root)
-        for field in IDENTITY:
-            if old[field] != json.loads(json.dumps(header[field])):
+        for field in [*IDENTITY, *LAYOUT_IDENTITY]:
+            if old.get(field) != json.loads(json.dumps(header.get(field))):
                 what = field
                 if field == "key":
                     name = _key_differences(old["key"], header["key"])[0]
@@ -391,7 +595,7 @@ def write_epoch(
     return path
 
 
-def validate_epoch(path: Path, blocks: Mapping[str, np.ndarray], num_classes: int) -> None:
+def validate_epoch(path: Path, blocks: Mapping[str, np.ndarray], layout: CacheLayout) -> None:
     """Check the values of an opened epoch file: what a sealed file from a faulty writer could still get wrong.
 
     Class indices must lie in ``[0, num_classes)`` and differ within a row (a top-K list), logits and statistics
@@ -401,7 +605,8 @@ def validate_epoch(path: Path, blocks: Mapping[str, np.ndarray], num_classes: in
         CacheError: one line naming the file, the block and the first bad row.
     """
     # Whole-block tests first (a few ms for 50,000 rows); the first bad row is located only when one fails.
-    idx = np.asarray(blocks["indices"])
+    num_classes = layout.num_classes
+    idx = layout.class_indices(blocks["indices"])
     if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= num_classes):
         row = int(np.flatnonzero(((idx < 0) | (idx >= num_classes)).any(axis=1))[0])
         raise CacheError(f"{path}: row {row} holds class index {idx[row].tolist()} outside [0, {num_classes})")
@@ -547,7 +752,7 @@ class TeacherCache:
             raise CacheError(f"{exc} (epoch {epoch}; run `augkd teacher-cache` again to rebuild it)") from None
         arrays = self.layout.open(path)
         if epoch not in self._verified:
-            validate_epoch(path, arrays, int(self.header["num_classes"]))
+            validate_epoch(path, arrays, self.layout)
             self._verified.add(epoch)
         blocks = {name: torch.from_numpy(block) for name, block in arrays.items()}
         if self.device.type != "cpu":
@@ -562,9 +767,6 @@ class TeacherCache:
         if epoch != self._epoch:
             self._load(epoch)
         rows = self._rows[indices.to(self._rows.device)]
-        b = self._blocks
-        top = b["indices"][rows, :k].to(torch.int64)
-        logits = b["logits"][rows, :k].to(torch.float32)
-        stats = b["stats"][rows]
+        top, logits, stats = self.layout.read(self._blocks, rows, k)
         lse = stats[:, 0] if temperature == self.temperature else stats[:, 1] if temperature == 1.0 else None
         return TeacherTopK(top, logits, lse, stats[:, 2], stats[:, 3])
