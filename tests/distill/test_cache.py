@@ -19,7 +19,16 @@ from augkd.config import load_config
 from augkd.data import build_datasets, dataset_stats, subset_per_class
 from augkd.data.pipeline import Normalize
 from augkd.digest import TRAILER_BYTES, encode_trailer, make_seal
-from augkd.distill.cache import CacheError, CacheLayout, TeacherCache, epoch_path, pack_indices, write_epoch
+from augkd.distill.cache import (
+    CacheError,
+    CacheLayout,
+    TeacherCache,
+    epoch_path,
+    pack_indices,
+    prepare_cache_dir,
+    unpack_indices,
+    write_epoch,
+)
 from augkd.distill.loss import TopKKL, teacher_top_k
 from augkd.distill.task import CachedDistillationTask, DistillationTask
 from augkd.registry import Registry
@@ -168,35 +177,36 @@ CLASSES = (2, 10, 100, 1000, 4096, 5000, 40000)
 
 
 @pytest.mark.parametrize("num_classes", CLASSES)
-def test_packed_indices_round_trip(num_classes):
-    """Every class count and K: written and read back through the layout (any k <= K of a lookup, and the whole
-    block the load check reads), including the largest index and a row of the K largest."""
+def test_packed_indices_round_trip(tmp_path, num_classes):
+    """Every class count and K: written to an epoch file and read back by lookups of any k <= K, including the
+    largest index and a row of the K largest, with the layout packing exactly where it saves bytes."""
     g = torch.Generator().manual_seed(num_classes)
     rows = 300
     bits = max(1, (num_classes - 1).bit_length())
     for k in sorted({1, 2, 3, 7, 10, 50, 100} & set(range(1, num_classes + 1))):
         indices = torch.stack([torch.randperm(num_classes, generator=g)[:k] for _ in range(rows)])
         indices[0] = torch.arange(num_classes - k, num_classes).flip(0)
-        layout = CacheLayout(rows, k, num_classes, "float16", 2.0)
+        reader = _write_cache(tmp_path / f"k{k}", indices, torch.linspace(5.0, -5.0, k).expand(rows, k), num_classes)
+        layout = reader.layout
         assert layout.packed == (math.ceil(k * bits / 8) < k * (2 if num_classes <= 32768 else 4))
         assert layout.bytes_per_sample == (math.ceil(k * bits / 8) if layout.packed else 2 * k) + 2 * k + 8
-        logits = torch.linspace(5.0, -5.0, k).expand(rows, k)
-        stats = torch.tensor([3.0, 5.0, 0.5, -1.0]).expand(rows, 4)
-        blocks = _blocks(layout, layout.encode(indices, logits, stats))
-        assert np.array_equal(layout.class_indices(blocks["indices"].numpy()), indices.numpy())
         picked = torch.tensor([rows - 1, 0, 5, 0])
         for kk in {1, k // 2 + 1, k}:
-            top, _, _ = layout.read(blocks, picked, kk)
+            top = reader.lookup(0, picked, kk, 2.0).indices
             assert top.dtype == torch.int64 and torch.equal(top, indices[picked, :kk]), (k, kk)
+        assert torch.equal(reader.lookup(0, torch.arange(rows), k, 2.0).indices, indices)
 
 
-def _blocks(layout: CacheLayout, data: bytes) -> dict[str, torch.Tensor]:
-    return {
-        name: torch.from_numpy(
-            np.frombuffer(bytearray(data), dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
-        )
-        for name, (offset, dtype, shape) in layout.blocks.items()
-    }
+def _write_cache(root, indices, logits, num_classes, stats=None, temperature=2.0, dtype="float16") -> TeacherCache:
+    """A one-epoch cache of these rows (sample ids 0..rows-1), opened for reading."""
+    rows, k = indices.shape
+    layout = CacheLayout(rows, k, num_classes, dtype, temperature)
+    header = {"key": {}, "k": k, "temperature": temperature, "num_classes": num_classes, "rows": rows}
+    header.update(logits_dtype=dtype, **layout.header_entries())
+    prepare_cache_dir(root, header, torch.arange(rows))
+    stats = torch.tensor([3.0, 5.0, 0.5, -1.0]).expand(rows, 4) if stats is None else stats
+    write_epoch(root, 0, layout, indices, logits, stats, header)
+    return TeacherCache(root)
 
 
 def test_pack_indices_bit_order_and_refusals():
@@ -205,6 +215,8 @@ def test_pack_indices_bit_order_and_refusals():
     bits = np.unpackbits(packed, axis=1, bitorder="little")[0]
     assert packed.shape == (1, 5)
     assert [int("".join(map(str, bits[10 * j : 10 * j + 10][::-1])), 2) for j in range(4)] == [5, 1023, 0, 512]
+    assert unpack_indices(packed, 4, 10).tolist() == [[5, 1023, 0, 512]]
+    assert unpack_indices(packed, 2, 10).dtype == np.int16 and unpack_indices(packed, 2, 16).dtype == np.int32
     with pytest.raises(CacheError, match=r"class indices must lie in \[0, 16\) to be packed in 4 bits; got -1"):
         pack_indices(np.array([[3, -1]]), 4)
     with pytest.raises(CacheError, match=r"\[0, 16\) to be packed in 4 bits; got 0\.\.16"):
@@ -245,7 +257,7 @@ def test_float32_epoch_files_are_byte_for_byte_those_of_earlier_augkd(tmp_path, 
     assert hashlib.sha256(path.read_bytes()).hexdigest() == sha256
 
 
-def test_float16_layout_keeps_the_stats_of_large_logits_and_refuses_what_float16_cannot_hold():
+def test_float16_layout_keeps_the_stats_of_large_logits_and_refuses_what_float16_cannot_hold(tmp_path):
     """ImageNet-scale logits (log-sum-exp near 25): the log-sum-exps come back within half a float16 step of
     ``lse - lse_K`` (at most 0.002 for 1,000 classes), not of ``lse`` (0.008 at 25); a logit past float16's range
     is refused."""
@@ -256,12 +268,12 @@ def test_float16_layout_keeps_the_stats_of_large_logits_and_refuses_what_float16
     z[torch.arange(rows), labels] += torch.rand(rows, generator=g) * 20 + 5
     top = teacher_top_k(z, k, temperature, labels)
     lse_1 = teacher_top_k(z, 1).lse
-    layout = CacheLayout(rows, k, classes, "float16", temperature)
     stats = torch.stack([top.lse, lse_1, top.entropy, top.log_p_label], dim=1)
-    got_idx, got_logits, got = layout.read(
-        _blocks(layout, layout.encode(top.indices, top.logits, stats)), torch.arange(rows), k
-    )
-    assert torch.equal(got_idx, top.indices) and torch.equal(got_logits, top.logits.half().float())
+    reader = _write_cache(tmp_path / "c", top.indices, top.logits, classes, stats, temperature)
+    at_t, at_1 = reader.lookup(0, torch.arange(rows), k, temperature), reader.lookup(0, torch.arange(rows), k, 1.0)
+    got_logits = at_t.logits
+    got = torch.stack([at_t.lse, at_1.lse, at_t.entropy, at_t.log_p_label], dim=1)
+    assert torch.equal(at_t.indices, top.indices) and torch.equal(got_logits, top.logits.half().float())
     assert float(lse_1.max()) > 24
     err = (got[:, :2] - stats[:, :2]).abs()
     assert float(err.max()) <= 2.0**-11 * math.log(classes) + 1e-5
@@ -270,6 +282,7 @@ def test_float16_layout_keeps_the_stats_of_large_logits_and_refuses_what_float16
     assert torch.allclose(got[:, 2:], stats[:, 2:], rtol=2.0**-11, atol=1e-7)
     huge = top.logits.clone()
     huge[3, 0] = -70000.0
+    layout = reader.layout
     with pytest.raises(CacheError, match="a teacher logit of magnitude 70000 does not fit float16 .* --dtype float32"):
         layout.encode(top.indices, huge, stats)
     with pytest.raises(CacheError, match="needs the cache's temperature"):
