@@ -54,9 +54,12 @@ def test_plan_figures_are_consistent(tiny, tmp_path):
     assert (ref["rows"], ref["epochs"], ref["k"], ref["float16"]["bytes_per_sample"]) == (1_281_167, 300, 10, 41)
     assert ref["float16"]["bytes"] == pytest.approx(1_281_167 * 300 * 41, rel=1e-5)
     assert ref["float32"]["bytes"] == pytest.approx(1_281_167 * 300 * 76, rel=1e-5)
-    assert "teacher cache of this run (augkd teacher-cache, K=3, 200 images x 3 epochs): 34 B per sample-epoch" in text
-    assert "ImageNet-1k (1,281,167 images x 300 epochs, K=10): 76 B per sample-epoch = 29.2 GB in float32, " in text
-    assert "41 B per sample-epoch = 15.8 GB in float16" in text
+    assert (
+        "teacher cache of this run (K=3, 200 images x 3 epochs): 21.3 kB in float32 (34 B per sample-epoch), " in text
+    )
+    assert "10.6 kB in float16 (16 B)" in text
+    imagenet = "ImageNet-1k (1,281,167 images x 300 epochs, K=10): 29.2 GB in float32 (76 B per sample-epoch), 15.8 GB"
+    assert imagenet in text and "15.8 GB in float16 (41 B)" in text
 
 
 def test_plan_times_the_kd_step_with_a_stand_in_teacher(tiny, tmp_path):

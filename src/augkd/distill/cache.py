@@ -22,11 +22,30 @@ On disk, ``DIR/``::
                        included, dataset fingerprint, teacher sha256, autocast dtype), K, T, dtypes, layout,
                        provenance
     sample_ids.npy     int64 (N,): the sample id of each row (ascending)
-    epoch_0000.bin     one raw file per epoch, three blocks (64-byte aligned), read with numpy.memmap:
-                       indices (N, K) int16|int32, logits (N, K) float32|float16, stats (N, 4) float32
-                       [lse at T, lse at 1, entropy, log p(label)], then a 256-byte seal (:mod:`augkd.digest`):
-                       the SHA-256 of the blocks, the epoch, and the digest of the cache's identity (key, K, T,
-                       classes, rows, logits dtype)
+    epoch_0000.bin     one raw file per epoch, three blocks (64-byte aligned), read with numpy.memmap,
+                       then a 256-byte seal (:mod:`augkd.digest`): the SHA-256 of the blocks, the epoch, and
+                       the digest of the cache's identity (key, K, T, classes, rows, logits dtype, float16
+                       layout version)
+
+The blocks (:class:`CacheLayout`), per sample and epoch::
+
+    --dtype float32 (exact, the default): 6K + 16 bytes (76 at K=10)
+        indices  (N, K) int16 (int32 above 32,768 classes)
+        logits   (N, K) float32
+        stats    (N, 4) float32: lse at T, lse at 1, entropy, log p(label)
+    --dtype float16: ceil(K b / 8) + 2K + 8 bytes (41 at K=10 and 1,000 classes, 16 at K=3 and 10 classes)
+        indices  (N, ceil(K b / 8)) uint8: K indices of b = ceil(log2 classes) bits each, packed (int16 or
+                 int32 where packing saves nothing)
+        logits   (N, K) float16
+        stats    (N, 4) float16: lse at T - lse_K at T, lse at 1 - lse_K at 1, entropy, log p(label), where
+                 lse_K is the log-sum-exp of the K stored logits: each lse is kept as -log of the teacher's
+                 top-K mass, a number in [0, log classes] where float16's steps are fine
+
+A float16 epoch is decoded once when a reader opens it (indices unpacked, log-sum-exps restored in float32),
+which the value checks need anyway, so a lookup costs what it costs in float32. The float16 layout changes the
+KD term of a batch by about 1e-4 of itself against float32 (the rounding of the logits, as in the earlier
+float16 layout that kept the statistics in float32; ``results/README.md``). Float16 caches written by augkd
+before the float16 layout was versioned (56 bytes at K=10) are refused with one line: build them again.
 
 Every file is written to a temporary name and renamed into place, so an epoch file exists exactly when it is
 complete: an interrupted build keeps its finished epochs and redoes the partial one. An epoch file is trusted
@@ -178,8 +197,8 @@ def _key_differences(cached: Mapping[str, Any], key: Mapping[str, Any]) -> list[
 
 
 #: The float16 layout's version, in its header and sealed into its epoch files (float32 headers have none, so
-#: their files and seals are those of earlier augkd). 2: packed class indices, float16 statistics relative to the
-#: top logit (41 bytes at K=10 and 1,000 classes); float16 caches of the 56-byte layout are refused on opening.
+#: their files and seals are those of earlier augkd). 2: packed class indices, float16 statistics (41 bytes at
+#: K=10 and 1,000 classes); float16 caches of the earlier 56-byte layout are refused when opened.
 FLOAT16_LAYOUT = 2
 #: Largest class-index width that is packed (wider indices are stored as int32).
 _MAX_PACKED_BITS = 31
@@ -254,8 +273,8 @@ class CacheLayout:
         k: top-K classes stored per sample.
         num_classes: classes of the teacher (decides the index dtype or width).
         logits_dtype: ``float32`` or ``float16``.
-        temperature: the cache's temperature (the float16 layout stores ``lse at T`` relative to ``top / T``);
-            needed to encode and read a float16 layout, not for its sizes.
+        temperature: the cache's temperature (the float16 layout stores ``lse at T`` relative to ``lse_K at T``);
+            needed to encode and decode a float16 layout, not for its sizes.
     """
 
     def __init__(
@@ -399,7 +418,9 @@ class CacheLayout:
             return dict(blocks)
         logits = blocks["logits"]
         stats = np.array(blocks["stats"], dtype=np.float32)
-        stats[:, :2] += self._lse_offsets(torch.from_numpy(np.ascontiguousarray(logits))).numpy()
+        for start in range(0, len(stats), 1 << 16):  # slices keep the float32 temporaries small
+            part = slice(start, start + (1 << 16))
+            stats[part, :2] += self._lse_offsets(torch.from_numpy(np.ascontiguousarray(logits[part]))).numpy()
         indices = blocks["indices"]
         if self.packed:
             indices = unpack_indices(indices, self.k, self.index_bits)
@@ -621,6 +642,8 @@ class TeacherCache:
 
     The epoch in use is memory-mapped (on the CPU rows are read on demand; on a GPU the epoch's few bytes per
     sample are copied to the device once per epoch), so a lookup is a gather: no teacher, no file I/O per step.
+    A float16 epoch is decoded once when it is opened (:meth:`CacheLayout.decode`), so its lookups are the same
+    gather.
     Each rank of a distributed run reads only its own rows.
 
     Args:

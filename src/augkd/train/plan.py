@@ -311,8 +311,11 @@ def _size(n: float) -> str:
 
 
 def _cache_line(c: dict[str, Any]) -> str:
-    return ", ".join(
-        f"{c[d]['bytes_per_sample']} B per sample-epoch = {_size(c[d]['bytes'])} in {d}" for d in LOGITS_DTYPES
+    """``13.6 MB in float32 (34 B per sample-epoch), 6.4 MB in float16 (16 B)``."""
+    f32, f16 = c["float32"], c["float16"]
+    return (
+        f"{_size(f32['bytes'])} in float32 ({f32['bytes_per_sample']} B per sample-epoch), "
+        f"{_size(f16['bytes'])} in float16 ({f16['bytes_per_sample']} B)"
     )
 
 
@@ -337,8 +340,8 @@ def format_plan(p: dict[str, Any]) -> str:
     ]
     run, ref = p["teacher_cache"]["run"], p["teacher_cache"]["reference"]
     lines += [
-        f"  teacher cache of this run (augkd teacher-cache, K={run['k']}, {run['rows']:,} images x {run['epochs']} "
-        f"epochs): {_cache_line(run)} (--dtype float16)",
+        f"  teacher cache of this run (K={run['k']}, {run['rows']:,} images x {run['epochs']} epochs): "
+        f"{_cache_line(run)}",
         f"  teacher cache for {ref['name']} ({ref['rows']:,} images x {ref['epochs']} epochs, K={ref['k']}): "
         f"{_cache_line(ref)}",
     ]
