@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import augkd
+from augkd.io import out_folder
 
 __all__ = ["main"]
 
@@ -187,6 +188,17 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     from augkd.models import count_parameters, create_model, get_model_info, list_models
 
+    if args.source != "augkd":
+        from augkd.models.external import EXTERNAL_SOURCES
+
+        pattern = args.filter if "*" in args.filter else f"*{args.filter}*" if args.filter else ""
+        found = [f"{args.source}:{n}" for n in EXTERNAL_SOURCES[args.source].names(pattern)]
+        if args.json:
+            print(json.dumps([{"name": n} for n in found], indent=2))
+            return 0
+        print("\n".join(found))
+        print(f"({len(found)} {args.source} models; use them as model.name=NAME or kd.teacher=NAME)", file=sys.stderr)
+        return 0
     names = [n for n in list_models() if not args.filter or args.filter in n]
     rows = []
     for name in names:
@@ -272,6 +284,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     if args.images < 1:
         raise CliError(f"--images must be >= 1, got {args.images}")
     out = _gallery_path(args.out, args.policy, full.out_dir)
+    out_folder(out.parent)  # before the data is decoded
     train_set, _ = build_datasets(full.data, quiet=True)
     pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(args.seed))[: args.images]
     out = make_gallery(train_set.images[pick], args.policy, out, levels=args.levels)
@@ -312,6 +325,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from augkd.experiments.report import make_report
 
+    out_folder(args.out)
     res = make_report(args.runs, args.out, title=args.title)
     print(f"wrote {res['markdown']}, {res['json']}" + "".join(f", {p}" for p in res["plots"]))
     return 0
@@ -321,24 +335,33 @@ def cmd_ambiguity(args: argparse.Namespace) -> int:
     import torch
 
     from augkd.config import build_config
+    from augkd.data import dataset_stats
     from augkd.data.pipeline import Normalize
-    from augkd.distill.teacher import load_teacher
+    from augkd.distill.teacher import load_teacher, parse_teacher
     from augkd.experiments.ambiguity import ambiguity_report
     from augkd.models.checkpoint import read_run_checkpoint
-    from augkd.train.build import build_components
+    from augkd.train.build import build_components, teacher_spec
     from augkd.train.config import TrainConfig
 
     if args.images < 1:
         raise CliError(f"--images must be >= 1, got {args.images}")
-    args.teacher = str(_checkpoint_arg(args.teacher, "teacher checkpoint"))
-    ckpt = read_run_checkpoint(args.teacher)
+    out_folder(args.out)  # before a minute of measuring
     overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
-    cfg = build_config(TrainConfig, ckpt.config, [*overrides, "device=cpu"])
-    parts = build_components(cfg, loaders=(), normalization=ckpt.normalize, quiet=True)
+    if parse_teacher(args.teacher).source == "checkpoint":
+        args.teacher = str(_checkpoint_arg(args.teacher, "teacher checkpoint"))
+        ckpt = read_run_checkpoint(args.teacher)
+        cfg = build_config(TrainConfig, ckpt.config, [*overrides, "device=cpu"])
+        norm, checkpoint, spec = ckpt.normalize, ckpt, parse_teacher(args.teacher)  # not its run's own kd.*
+    else:  # timm:NAME / torchvision:NAME with kd.teacher_weights=..., on the data of --data
+        cfg = _load_train_config(None, [*overrides, f"kd.teacher={args.teacher}", "device=cpu"])
+        stats = dataset_stats(cfg.data)
+        norm, checkpoint, spec = (stats["mean"], stats["std"]), None, teacher_spec(cfg)
+    parts = build_components(cfg, loaders=(), normalization=norm, quiet=True)
     dataset = parts.eval_set if args.split == "test" else parts.train_set
-    ckpt.check_classes(dataset.num_classes)
-    teacher = load_teacher(args.teacher, dataset.num_classes, "cpu", checkpoint=ckpt)
-    normalize = Normalize(*ckpt.normalize)
+    if checkpoint is not None:
+        checkpoint.check_classes(dataset.num_classes)
+    teacher = load_teacher(spec, list(dataset.classes), "cpu", norm, checkpoint=checkpoint)
+    normalize = Normalize(*norm)
     n = min(args.images, len(dataset))
     pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))[:n]
     res = ambiguity_report(
@@ -389,7 +412,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from augkd.bench.kd import run_kd_benchmark
 
         results = run_kd_benchmark(
-            model=args.model, teacher=args.teacher, batch_size=args.batch_size or 256, repeats=3 if args.quick else 10
+            model=args.model,
+            teacher=args.teacher,
+            batch_size=args.batch_size or 256,
+            repeats=3 if args.quick else 10,
+            teacher_size=args.teacher_size,
         )
     else:
         from augkd.bench.data import run_data_benchmark
@@ -485,7 +512,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG_TEACHER_CACHE,
     )
     _add_config_args(p)
-    p.add_argument("--teacher", help="teacher checkpoint (default: kd.teacher)")
+    p.add_argument(
+        "--teacher",
+        help="teacher checkpoint, or timm:NAME / torchvision:NAME with kd.teacher_weights (default: kd.teacher)",
+    )
     p.add_argument("--out", required=True, help="cache folder (resumed if it holds a cache of the same settings)")
     p.add_argument("--epochs", type=int, default=None, help="epochs 0..E-1 to cover (default: the config's epochs)")
     p.add_argument("--k", type=int, default=None, help="top classes kept per image (default: kd.k)")
@@ -517,8 +547,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("models", help="list registered models with parameter counts")
-    p.add_argument("filter", nargs="?", default="", help="substring of the names to show")
+    p = sub.add_parser(
+        "models",
+        help="list registered models with parameter counts, or timm's / torchvision's (--source)",
+        epilog="examples:\n  augkd models wrn\n  augkd models --source timm efficientnet_b\n"
+        "  augkd models --source torchvision 'resnet*'",
+    )
+    p.add_argument("filter", nargs="?", default="", help="substring of the names to show (timm/torchvision: or a glob)")
+    p.add_argument(
+        "--source",
+        choices=["augkd", "timm", "torchvision"],
+        default="augkd",
+        help="augkd's registered models, or the names usable as model.name / kd.teacher = timm:NAME, torchvision:NAME",
+    )
     p.add_argument("--num-classes", type=int, default=10, help="classifier outputs for the parameter counts")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
@@ -582,7 +623,12 @@ def build_parser() -> argparse.ArgumentParser:
         "ambiguity",
         help="how augmentation destroys meaning: a teacher's confidence per op and level, table + plot + gallery",
     )
-    p.add_argument("--teacher", required=True, help="a trained augkd checkpoint (best.pt) or its run folder")
+    p.add_argument(
+        "--teacher",
+        required=True,
+        help="a trained augkd checkpoint (best.pt) or its run folder, or timm:NAME / torchvision:NAME with "
+        "kd.teacher_weights=FILE|pretrained (and kd.class_map=auto|FILE when its classes are not the data's)",
+    )
     p.add_argument("--policy", default="geo-n2-m5", help="policy spec whose ops to measure (e.g. geo-n2-m6)")
     p.add_argument("--data", help="dataset folder or .zip (default: the teacher's own data.root)")
     p.add_argument("--split", choices=["test", "train"], default="test", help="which images (default: held out)")
@@ -602,7 +648,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--policy", default="ra-n2-m9", help="policy spec (augment)")
     p.add_argument("--model", default="fastnet9", help="student model (kd)")
-    p.add_argument("--teacher", default="fastnet9", help="teacher model (kd)")
+    p.add_argument("--teacher", default="fastnet9", help="teacher model (kd): augkd's, or timm:NAME / torchvision:NAME")
+    p.add_argument(
+        "--teacher-size", type=int, default=None, help="the teacher's input size (kd): the 32 px batch is resized to it"
+    )
     p.add_argument("--sizes", type=int, nargs="+", default=[32, 224], choices=[32, 224], help="image sizes (augment)")
     p.add_argument("--batch-size", type=int, default=None, help="default: 1024 at 32px, 128 at 224px; 512 data; 256 kd")
     p.add_argument(
@@ -637,8 +686,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         NonFiniteError,
         WriteError,
         ValueError,
-        FileNotFoundError,
-        NotADirectoryError,
+        OSError,  # unreadable, read-only, full, a file where a folder belongs, a link loop: named by _one_line
     )
 
 
@@ -674,11 +722,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_errors() as exc:
         if args.debug:
             raise
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in msg:
-            msg = f"{msg}: {exc.filename}"
-        print(f"augkd {args.command}: error: {msg}", file=sys.stderr)
+        print(f"augkd {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of a user-caused failure in one line; an operating-system error names its file and reason
+    (``Too many levels of symbolic links: data/a/x.png``) rather than ``[Errno 40] ...``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        files = [str(f) for f in (exc.filename, exc.filename2) if f is not None and str(f) not in exc.strerror]
+        return f"{exc.strerror}: {' -> '.join(files)}" if files else exc.strerror
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in msg:
+        msg = f"{msg}: {exc.filename}"
+    return msg if len(msg) <= 600 else msg[:597] + "..."  # a message that quotes a damaged file's bytes
 
 
 if __name__ == "__main__":  # pragma: no cover

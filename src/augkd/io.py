@@ -8,13 +8,25 @@ folder, no permission) becomes a :class:`WriteError` whose message names the fil
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["TEMP_SUFFIX", "WriteError", "atomic_write_bytes", "atomic_write_text", "is_temp_file", "remove_temp_files"]
+__all__ = [
+    "TEMP_SUFFIX",
+    "WriteError",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "is_temp_file",
+    "out_folder",
+    "remove_temp_files",
+    "terminate_cleanly",
+]
 
 #: Suffix of the temp files of :func:`atomic_write_bytes` (a killed process can leave one behind).
 TEMP_SUFFIX = ".tmp"
@@ -103,3 +115,40 @@ def atomic_write_bytes(
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) atomically to ``path``."""
     atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def out_folder(path: str | Path, what: str = "--out") -> Path:
+    """Create the output folder ``path`` (and its parents) or say in one line why it cannot be one.
+
+    Raises:
+        NotADirectoryError: ``path`` is a file.
+        WriteError: the file system refused (read-only, no permission, full, a parent that is a file).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(20, f"{what} {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(path, exc) from None
+    if not os.access(path, os.W_OK):
+        raise WriteError(path, PermissionError(13, "no permission to write there"))
+    return path
+
+
+@contextlib.contextmanager
+def terminate_cleanly() -> Iterator[None]:
+    """Within the block, SIGTERM ends the process like an exception (exit status 143), so ``finally`` clauses and
+    context managers remove their temporaries; outside it (and off the main thread) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

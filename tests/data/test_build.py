@@ -126,3 +126,23 @@ def test_empty_class_folders_stop_in_both_modes(make_tree, tmp_path, bad_files):
     match = r"class folder has no readable images: .*train/yak \(1 unreadable" if bad_files == "skip" else "0000.jpg"
     with pytest.raises(ValueError, match=match):
         build_datasets(cfg, quiet=True)
+
+
+def test_links_that_cannot_be_followed_are_bad_files(make_tree, tmp_path):
+    """A link loop or a dangling link among the images used to be a traceback from the folder scan."""
+    import os
+
+    root = make_tree(("train", "val"), per_class=2)
+    cat = root / "train" / "cat"
+    os.symlink("b.jpg", cat / "a.jpg")
+    os.symlink("a.jpg", cat / "b.jpg")
+    os.symlink("nowhere.jpg", cat / "c.jpg")
+    cfg = DataConfig(root=str(root), cache_dir=str(tmp_path / "cache"), bad_files="skip")
+    train, _ = build_datasets(cfg, quiet=True)
+    assert sorted(p.rsplit("/", 1)[1] for p, _ in train.skipped) == ["a.jpg", "b.jpg", "c.jpg"]
+    assert "symbolic links" in dict(train.skipped)[str(cat / "a.jpg")] and len(train) == 6
+    with pytest.raises(ValueError, match=r"unreadable image .*train/cat/a\.jpg: .*symbolic links"):
+        build_datasets(DataConfig(root=str(root), cache_dir=str(tmp_path / "c2")), quiet=True)
+    os.symlink("zloop", root / "train" / "zloop")  # a class folder that is a link to itself
+    with pytest.raises(ValueError, match=r"cannot read the folder .*zloop: Too many levels of symbolic links"):
+        build_datasets(cfg, quiet=True)

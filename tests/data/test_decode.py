@@ -168,3 +168,16 @@ def test_a_new_decoder_version_gives_a_new_cache_key(monkeypatch):
     before = cache.fingerprint_files("/", [], {"size": 32})
     monkeypatch.setattr(cache, "DECODER_VERSION", DECODER_VERSION + 1)
     assert cache.fingerprint_files("/", [], {"size": 32}) != before
+
+
+def test_an_animated_gif_gives_its_first_frame(tmp_path):
+    """torchvision decodes every frame of an animated GIF into a 4-D tensor, which used to crash the store."""
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)) for _ in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], loop=0)
+    with Image.open(tmp_path / "anim.gif") as im:
+        first = torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
+    image = decode_one(tmp_path / "anim.gif")
+    assert image.shape == (3, 20, 30) and torch.equal(image, first)
+    images, ok, bad = decode_files([tmp_path / "anim.gif"], 16)
+    assert images.shape == (1, 3, 16, 16) and ok.all() and not bad

@@ -30,7 +30,7 @@ def teacher_ckpt(tmp_path_factory, tiny):
 
 
 def test_teacher_is_frozen_and_stays_in_eval(teacher_ckpt):
-    teacher = load_teacher(teacher_ckpt, num_classes=10)
+    teacher = load_teacher(teacher_ckpt, 10)
     assert not any(p.requires_grad for p in teacher.parameters())
     teacher.train()
     assert not teacher.training and not teacher.model.training
@@ -42,9 +42,9 @@ def test_teacher_is_frozen_and_stays_in_eval(teacher_ckpt):
 
 def test_teacher_errors(teacher_ckpt, tmp_path):
     with pytest.raises(TeacherError, match="predicts 10 classes but the student's data has 100"):
-        load_teacher(teacher_ckpt, num_classes=100)
+        load_teacher(teacher_ckpt, 100)
     with pytest.raises(CheckpointError, match="not found"):
-        load_teacher(tmp_path / "nope.pt", num_classes=10)
+        load_teacher(tmp_path / "nope.pt", 10)
     evil = tmp_path / "evil.pt"
 
     class Payload:
@@ -53,7 +53,7 @@ def test_teacher_errors(teacher_ckpt, tmp_path):
 
     evil.write_bytes(pickle.dumps({"model": Payload(), "config": {}}))
     with pytest.raises(CheckpointError, match="refused"):
-        load_teacher(evil, num_classes=10)
+        load_teacher(evil, 10)
     assert not (tmp_path / "PWNED").exists()
 
 

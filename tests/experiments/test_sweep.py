@@ -121,6 +121,10 @@ def test_bad_point_fails_before_any_run(tmp_path: Path, tiny_overrides, capsys) 
     ("override", "message"),
     [
         ("kd.teacher={tmp}/no-teacher/best.pt", "kd.teacher {tmp}/no-teacher/best.pt is not a file"),
+        (
+            "kd.teacher=timm:test_resnet kd.teacher_weights={tmp}/w.safetensors",
+            "kd.teacher timm:test_resnet: weight file not found: {tmp}/w.safetensors",
+        ),
         ("kd.cache={tmp}/no-cache", "kd.cache {tmp}/no-cache is not a folder"),
         ("data.root={tmp}/no-data.zip", "data.root {tmp}/no-data.zip does not exist"),
     ],
@@ -129,7 +133,7 @@ def test_missing_paths_fail_before_any_run(tmp_path: Path, tiny_overrides, capsy
     # kd=off points would train, the kd=on ones would fail later with the reason only in a log: check them first
     fixed = [o for o in tiny_overrides(tmp_path) if not o.startswith(("out_dir=", "name="))]
     out = tmp_path / "s"
-    argv = ["sweep", *fixed, override.format(tmp=tmp_path), "--out", str(out), "--grid", "kd=off,on"]
+    argv = ["sweep", *fixed, *override.format(tmp=tmp_path).split(), "--out", str(out), "--grid", "kd=off,on"]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("augkd sweep: error: run kd-") and message.format(tmp=tmp_path) in err
@@ -241,3 +245,32 @@ def test_sweep_refuses_to_reuse_runs_made_with_other_settings(sweep_dir: Path, t
     run_sweep(None, grid, out, seeds=0, overrides=overrides, log=logs.append, report=False, rerun_changed=True)
     assert "(3 already done)" in logs[0] and "magnitude-6_kd-on" in logs[1]
     assert yaml.safe_load((out / "magnitude-6_kd-on" / "config.yaml").read_text())["kd"]["k"] == 3
+
+
+def test_an_interrupted_run_stops_the_sweep_without_starting_others(tmp_path, tiny_overrides, monkeypatch) -> None:
+    """Ctrl-C reaches the runs (they share the terminal): the sweep must not go on to start the queued ones."""
+    from augkd.experiments import sweep
+
+    started: list[list[str]] = []
+
+    def fake_call(cmd, **kwargs):
+        started.append(cmd)
+        return 130  # what `augkd train` returns on Ctrl-C
+
+    monkeypatch.setattr(sweep.subprocess, "call", fake_call)
+    overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith(("out_dir=", "name="))]
+    logs: list[str] = []
+    for jobs in (1, 2):
+        started.clear()
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(
+                None,
+                ["optim.lr=0.1,0.2,0.3,0.4"],
+                tmp_path / f"j{jobs}",
+                overrides=overrides,
+                jobs=jobs,
+                log=logs.append,
+            )
+        assert 1 <= len(started) <= jobs, started  # the runs already going when Ctrl-C came, no more
+    assert any("interrupted; the same command resumes it" in m for m in logs)
+    assert not any("FAILED" in m for m in logs)

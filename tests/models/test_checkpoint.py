@@ -74,8 +74,16 @@ def test_weights_that_do_not_fit_are_one_line(tmp_path):
     state["model"] = create_model("resnet32", num_classes=3).state_dict()
     save_checkpoint(tmp_path / "x.pt", state)
     ckpt = read_run_checkpoint(tmp_path / "x.pt")
-    with pytest.raises(CheckpointError, match="the model weights do not fit 'resnet20'"):
+    with pytest.raises(
+        CheckpointError, match="the model weights do not fit 'resnet20': the model has no 'stage1.3.conv1.weight'"
+    ):
         ckpt.build_model()
+    # A wider network: the first mismatching key and both shapes are named.
+    state["model"] = create_model("resnet20", num_classes=3).state_dict()
+    state["model"]["conv1.weight"] = torch.zeros(32, 3, 3, 3)
+    save_checkpoint(tmp_path / "y.pt", state)
+    with pytest.raises(CheckpointError, match=r"'conv1.weight' is \(32, 3, 3, 3\) in the file and \(16, 3, 3, 3\)"):
+        read_run_checkpoint(tmp_path / "y.pt").build_model()
 
 
 def test_eval_of_a_mismatched_checkpoint_is_a_one_line_error(tmp_path, capsys):

@@ -5,6 +5,11 @@ add anything beyond it: ``kd_step / (plain_step + teacher_forward)`` should be c
 (:mod:`augkd.distill.cache`) removes the teacher: ``cached_kd_step / plain_step`` should be at most 1.05. The
 cache holds a CIFAR-10-sized epoch (50,000 rows) and each step reads a random batch of rows from it.
 
+A teacher at its own resolution (``teacher_size``, as ``kd.teacher_size``) sees the student's batch resized on the
+device (bilinear, antialiased): ``teacher_resize`` (reported only then) is that resize alone, and
+``teacher_forward`` and ``kd_step`` include it. The teacher may be any augkd model or a ``timm:NAME`` /
+``torchvision:NAME`` network.
+
 The measurements are interleaved (plain, teacher, KD, cached, lookup, plain, ...) so that the machine's load
 drifts over all of them alike, and the medians are reported. ``cache_lookup`` is the cache read alone (a gather of
 the batch's rows): on a loaded machine, where step times scatter, ``(plain_step + cache_lookup) / plain_step``
@@ -29,6 +34,7 @@ from augkd.distill.loss import TeacherTopK, TopKKL, teacher_top_k
 from augkd.distill.task import CachedDistillationTask, ClassificationTask, DistillationTask
 from augkd.distill.teacher import Teacher
 from augkd.models import count_parameters, create_model
+from augkd.models.external import create_external, external_name
 from augkd.train.build import resolve_amp
 
 __all__ = ["run_kd_benchmark"]
@@ -64,6 +70,7 @@ def run_kd_benchmark(
     amp: str = "auto",
     channels_last: bool = True,
     data_dir: str | Path | None = None,
+    teacher_size: int | None = None,
 ) -> dict[str, Any]:
     """Seconds per step of plain training, live and cached KD training and the teacher's forward pass alone,
     on real CIFAR-10 images.
@@ -78,6 +85,7 @@ def run_kd_benchmark(
         amp: ``auto``, ``off`` or ``bf16`` (as the trainer's ``amp``).
         channels_last: as the trainer's ``channels_last``.
         data_dir: folder holding ``cifar10-jpg.zip`` (default: ``../shared/data``).
+        teacher_size: the teacher's input size (None: the student's 32 px); the batch is resized to it.
     """
     device = torch.device("cpu")
     amp_dtype = resolve_amp(amp, device)
@@ -89,11 +97,12 @@ def run_kd_benchmark(
 
     torch.manual_seed(0)
     student = create_model(model, num_classes=10)
-    teacher_net = create_model(teacher, num_classes=10)
+    external = external_name(teacher)
+    teacher_net = create_external(*external, 10) if external else create_model(teacher, num_classes=10)
     if channels_last:
         student = student.to(memory_format=torch.channels_last)
         teacher_net = teacher_net.to(memory_format=torch.channels_last)
-    frozen = Teacher(teacher_net)
+    frozen = Teacher(teacher_net, size=teacher_size)
     optimizer = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     plain_task = ClassificationTask()
     kd_task = DistillationTask(frozen, TopKKL(k, temperature), lam=1.0)
@@ -118,8 +127,12 @@ def run_kd_benchmark(
         with autocast():
             frozen(x)
 
+    def teacher_resize() -> None:
+        F.interpolate(x, size=(teacher_size, teacher_size), mode="bilinear", antialias=True)
+
     runs = {
         "plain_step": lambda: step(plain_task),
+        **({"teacher_resize": teacher_resize} if teacher_size else {}),
         "teacher_forward": teacher_forward,
         "kd_step": lambda: step(kd_task),
         "cached_kd_step": lambda: step(cached_task),
@@ -147,6 +160,8 @@ def run_kd_benchmark(
         "teacher": teacher,
         "student_params": count_parameters(student),
         "teacher_params": count_parameters(teacher_net),
+        "image_size": int(x.shape[-1]),
+        "teacher_size": teacher_size or int(x.shape[-1]),
         "batch_size": batch_size,
         "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
         "threads": torch.get_num_threads(),

@@ -3,7 +3,9 @@
 A ``.zip`` root is extracted to ``<cache_dir>/archives/<stem>-<hash>``, where the hash covers the archive's
 central directory (member names, sizes and CRC-32s): the same archive copied elsewhere reuses the extraction,
 a changed one gets a fresh folder. Extraction goes to a temporary folder that is renamed into place when
-complete, so a killed run or a concurrent one never sees a half-extracted tree.
+complete, so a killed run or a concurrent one never sees a half-extracted tree. SIGTERM during extraction removes
+the temporary folder before the process ends; one left by a SIGKILL (its process gone) is removed by the next
+extraction of that archive. A damaged archive (bad CRC, truncated member) is one line naming it.
 """
 
 from __future__ import annotations
@@ -11,20 +13,64 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
+
+from augkd.io import terminate_cleanly
+
+#: What zipfile raises for a damaged archive: bad CRCs and headers, short reads, broken deflate streams, member
+#: names that do not decode, a header that claims an unknown compression or encryption.
+_DAMAGED = (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError, UnicodeDecodeError, RuntimeError)
 
 __all__ = ["archive_hash", "extract_archive", "resolve_root"]
 
 
 def archive_hash(zip_path: str | Path, length: int = 12) -> str:
-    """Short content hash of a zip archive from its member names, sizes and CRC-32s (no member data is read)."""
+    """Short content hash of a zip archive from its member names, sizes and CRC-32s (no member data is read).
+
+    Raises:
+        ValueError: a damaged archive (unreadable central directory).
+    """
     h = hashlib.sha256()
-    with zipfile.ZipFile(zip_path) as zf:
-        for info in sorted(zf.infolist(), key=lambda i: i.filename):
-            h.update(f"{info.filename}\0{info.file_size}\0{info.CRC}\n".encode())
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            for info in sorted(zf.infolist(), key=lambda i: i.filename):
+                h.update(f"{info.filename}\0{info.file_size}\0{info.CRC}\n".encode())
+    except _DAMAGED as exc:
+        raise _damaged(zip_path, exc) from None
     return h.hexdigest()[:length]
+
+
+def _damaged(zip_path: Path | str, exc: BaseException) -> ValueError:
+    reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if len(reason) > 160:  # zipfile quotes whole damaged headers
+        reason = reason[:157] + "..."
+    return ValueError(f"damaged zip archive {zip_path}: {reason}")
+
+
+def _owner_alive(tmp: Path, stem: str) -> bool:
+    """Whether the process that named the temporary folder ``tmp`` (``.<stem>.<pid>@<host>-<random>``) still runs;
+    a folder of another host, or of an unknown form, counts as alive (it is never touched)."""
+    owner = tmp.name[len(stem) + 2 :].rsplit("-", 1)[0]
+    pid, _, host = owner.partition("@")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _remove_orphans(archives: Path, stem: str) -> None:
+    for tmp in archives.glob(f".{stem}.*"):
+        if tmp.is_dir() and not _owner_alive(tmp, stem):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _memo_hash(zip_path: Path, archives: Path) -> str:
@@ -56,7 +102,7 @@ def extract_archive(zip_path: str | Path, cache_dir: str | Path) -> Path:
 
     Raises:
         FileNotFoundError: the archive does not exist.
-        ValueError: the file is not a zip archive.
+        ValueError: the file is not a zip archive, or a damaged one.
     """
     zip_path = Path(zip_path)
     if not zip_path.is_file():
@@ -68,10 +114,20 @@ def extract_archive(zip_path: str | Path, cache_dir: str | Path) -> Path:
     if target.is_dir():
         return target
     archives.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=archives))
+    _remove_orphans(archives, target.name)
+    with terminate_cleanly():
+        _extract(zip_path, archives, target)
+    return target
+
+
+def _extract(zip_path: Path, archives: Path, target: Path) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}@{socket.gethostname()}-", dir=archives))
     try:
-        with zipfile.ZipFile(zip_path) as zf:
-            zf.extractall(tmp)  # zipfile drops absolute paths and '..' components
+        try:
+            with zipfile.ZipFile(zip_path) as zf:
+                zf.extractall(tmp)  # zipfile drops absolute paths and '..' components
+        except _DAMAGED as exc:
+            raise _damaged(zip_path, exc) from None
         try:
             os.rename(tmp, target)
         except OSError:
@@ -80,7 +136,6 @@ def extract_archive(zip_path: str | Path, cache_dir: str | Path) -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def resolve_root(root: str | Path, cache_dir: str | Path) -> Path:

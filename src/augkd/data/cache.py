@@ -49,7 +49,10 @@ def fingerprint_files(root: str | Path, files: Sequence[str], params: Mapping[st
     version = {"version": CACHE_VERSION, "decoder": DECODER_VERSION}
     h = hashlib.sha256(json.dumps({**version, **params}, sort_keys=True).encode())
     for rel in files:
-        st = os.stat(prefix + rel)  # string paths: pathlib joins cost more than the stat itself
+        try:
+            st = os.stat(prefix + rel)  # string paths: pathlib joins cost more than the stat itself
+        except OSError:  # a link that cannot be followed (a loop, dangling): the link itself; decoding reports it
+            st = os.lstat(prefix + rel)  # a file that vanished: FileNotFoundError
         h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 

@@ -15,9 +15,9 @@ with antialiased bilinear resampling, then the centre ``size x size`` is cut out
   square store allows.
 
 Decoding uses torchvision's decoders (JPEG, PNG, WebP, GIF; greyscale, palette, RGBA and CMYK all come out as
-RGB; 16-bit images are scaled to 8 bits) and falls back to PIL for other formats (BMP, TIFF). An image that
-neither can read is *bad*: decoding never raises for it but returns its path and the reason, so the caller can
-stop with one clear message or skip it and report.
+RGB; 16-bit images are scaled to 8 bits; an animated GIF gives its first frame) and falls back to PIL for other
+formats (BMP, TIFF). An image that neither can read is *bad*: decoding never raises for it but returns its path
+and the reason, so the caller can stop with one clear message or skip it and report.
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ def _decode(path: str) -> torch.Tensor:
     if data[:2].tolist() == [0xFF, 0xD8]:  # JPEG: skip decode_image's format sniffing (a third of the time)
         return decode_jpeg(data, mode=ImageReadMode.RGB)
     try:
-        return _to_uint8(decode_image(data, mode=ImageReadMode.RGB))  # 16-bit PNGs come out as uint16
+        image = _to_uint8(decode_image(data, mode=ImageReadMode.RGB))  # 16-bit PNGs come out as uint16
+        return image[0] if image.ndim == 4 else image  # an animated GIF: its first frame, as PIL shows it
     except RuntimeError as err:
         if "Unsupported image file" not in str(err):
             raise

@@ -56,6 +56,22 @@ def resolve_split(dataset_root: str | Path, split: str) -> str:
     raise FileNotFoundError(f"split folder not found: {expected} (folders there: {', '.join(found) or 'none'})")
 
 
+def _is_file(entry: os.DirEntry) -> bool:
+    """A file, or a link that cannot be followed (a loop, a broken link): decoding reports that one as a bad
+    file by path and reason, in both ``bad_files`` modes, instead of a traceback here."""
+    try:
+        return entry.is_file() or (entry.is_symlink() and not os.path.exists(entry.path))  # dangling: reported
+    except OSError:
+        return True
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError as exc:
+        raise ValueError(f"cannot read the folder {entry.path}: {exc.strerror or exc}") from None
+
+
 def _is_image(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
@@ -81,7 +97,7 @@ def scan_image_folder(dataset_root: str | Path, split: str, classes: Sequence[st
     if not dataset_root.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {dataset_root.resolve()}")
     split_root = dataset_root / resolve_split(dataset_root, split)
-    found = sorted(e.name for e in os.scandir(split_root) if e.is_dir() and not e.name.startswith("."))
+    found = sorted(e.name for e in os.scandir(split_root) if not e.name.startswith(".") and _is_dir(e))
     if not found:
         raise ValueError(f"no class folders in {split_root} (expected <split>/<class>/<image>)")
     if len(found) == 1 and classes is None:  # a one-class classifier "trains" to 100% and learns nothing
@@ -93,7 +109,7 @@ def scan_image_folder(dataset_root: str | Path, split: str, classes: Sequence[st
     files: list[str] = []
     labels: list[int] = []
     for label, name in enumerate(found):
-        images = sorted(e.name for e in os.scandir(split_root / name) if e.is_file() and _is_image(e.name))
+        images = sorted(e.name for e in os.scandir(split_root / name) if _is_image(e.name) and _is_file(e))
         if not images:
             raise ValueError(f"class folder has no images ({', '.join(IMAGE_EXTENSIONS)}): {split_root / name}")
         files.extend(f"{name}/{f}" for f in images)

@@ -19,7 +19,7 @@ What the fields serve, exactly:
 On disk, ``DIR/``::
 
     header.json        format, the key (what decides the values: every pipeline stage's settings, seeds
-                       included, dataset fingerprint, teacher sha256, autocast dtype), K, T, dtypes, layout,
+                       included, dataset fingerprint, teacher fingerprint, autocast dtype), K, T, dtypes, layout,
                        provenance
     sample_ids.npy     int64 (N,): the sample id of each row (ascending)
     epoch_0000.bin     one raw file per epoch, three blocks (64-byte aligned), read with numpy.memmap,
@@ -115,7 +115,7 @@ LAYOUT_IDENTITY = ("float16_layout",)
 KEY_NAMES: dict[str, str] = {
     "amp": "amp (autocast dtype of the teacher's forward pass)",
     "dataset": "training-set fingerprint",
-    "teacher": "teacher checkpoint sha256",
+    "teacher": "teacher fingerprint (weights sha256, size, normalization, class map)",
 }
 
 
@@ -723,7 +723,10 @@ class TeacherCache:
                     f"{info.get('num_images')} images, subset {info.get('subset')}) than this run's (data.*)"
                 )
             if name == "teacher":
-                raise CacheError(f"{self.root}: built from another teacher checkpoint than kd.teacher (sha256 differs)")
+                raise CacheError(
+                    f"{self.root}: built from another teacher than kd.teacher (its fingerprint differs: the weights, "
+                    "or the teacher's size, normalization or class map)"
+                )
             raise CacheError(f"{self.root}: built with {label}={cached.get(name)!r}, but this run has {value!r}")
         if int(self.header["num_classes"]) != num_classes:
             raise CacheError(

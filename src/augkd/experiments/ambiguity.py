@@ -30,7 +30,7 @@ import torch
 
 from augkd.augment.ops import apply_op
 from augkd.augment.spec import build_policy, parse_spec, with_magnitude
-from augkd.io import atomic_write_text
+from augkd.io import atomic_write_text, out_folder
 
 __all__ = ["ambiguity_report", "measure_ambiguity", "score"]
 
@@ -203,8 +203,7 @@ def ambiguity_report(
     result = measure_ambiguity(
         logits_fn, images, labels, spec, levels, fill=fill, seed=seed, keep=gallery > 0, progress=progress
     )
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_folder(out)
     per_image = result.pop("per_image", None)
     rows = [result["clean"], *result["ops"], *result["policy"]]
     buf = io.StringIO()

@@ -15,6 +15,7 @@ import torch
 from augkd.augment.ops import apply_op
 from augkd.augment.policies import GEOMETRIC_OPS
 from augkd.augment.spec import build_policy
+from augkd.io import out_folder
 
 __all__ = ["make_gallery"]
 
@@ -100,6 +101,6 @@ def make_gallery(
                 ax.set_ylabel(" +\n".join(row_ops), fontsize=8)
     fig.suptitle(f"{title} ({space} levels)", fontsize=10)
     out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out_folder(out.parent)
     fig.savefig(out, dpi=100)
     return out

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from augkd.io import atomic_write_text
+from augkd.io import atomic_write_text, out_folder
 
 __all__ = ["ReportError", "RunRecord", "find_axes", "load_runs", "make_report"]
 
@@ -213,8 +213,7 @@ def make_report(paths: Sequence[str | Path], out: str | Path, title: str | None 
         ReportError: no runs, or a run that has not finished.
     """
     runs, grid_axes = load_runs(paths)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_folder(out)
     axes = find_axes(runs, grid_axes)
     points = math.prod(len({r.value(a) for r in runs}) for a in axes)
     if grid_axes is None and len(axes) >= 2 and 2 * len(_group(runs, axes)) <= points:

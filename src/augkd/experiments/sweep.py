@@ -25,6 +25,7 @@ import hashlib
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -247,6 +248,7 @@ def group_caches(config: str | None, runs: Sequence[SweepRun], out: Path) -> dic
         already name a ``kd.cache``, are not in it.
     """
     from augkd.config import config_to_dict
+    from augkd.distill.teacher import parse_teacher
 
     groups: dict[str, CacheGroup] = {}
     by_run: dict[str, CacheGroup] = {}
@@ -255,7 +257,8 @@ def group_caches(config: str | None, runs: Sequence[SweepRun], out: Path) -> dic
         if not cfg.kd.teacher or cfg.kd.cache:
             continue
         key = _stream_key(config_to_dict(cfg))
-        key["kd.teacher"] = str(Path(cfg.kd.teacher).resolve())
+        if parse_teacher(cfg.kd.teacher).source == "checkpoint":  # timm:NAME / torchvision:NAME stay as written
+            key["kd.teacher"] = str(Path(cfg.kd.teacher).resolve())
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
         group = groups.get(digest)
         if group is None:
@@ -268,7 +271,14 @@ def group_caches(config: str | None, runs: Sequence[SweepRun], out: Path) -> dic
 
 def missing_path(cfg: Any) -> str | None:
     """The first path ``cfg`` names that does not exist (the teacher, its cache, the data), as a sentence."""
-    if cfg.kd.teacher and not Path(cfg.kd.teacher).is_file():
+    from augkd.distill.teacher import parse_teacher, teacher_missing
+    from augkd.train.build import teacher_spec
+
+    if cfg.kd.teacher and parse_teacher(cfg.kd.teacher).source != "checkpoint":
+        why = teacher_missing(teacher_spec(cfg))  # the weight file of timm:NAME / torchvision:NAME
+        if why:
+            return f"kd.teacher {cfg.kd.teacher}: {why}"
+    elif cfg.kd.teacher and not Path(cfg.kd.teacher).is_file():
         return f"kd.teacher {cfg.kd.teacher} is not a file"
     if cfg.kd.cache and not Path(cfg.kd.cache).is_dir():
         return f"kd.cache {cfg.kd.cache} is not a folder (build it with augkd teacher-cache)"
@@ -389,9 +399,12 @@ def run_sweep(
         n_groups = len({id(g) for g in caches.values()})
         log(f"augkd sweep: {len(caches)} KD runs share {n_groups} teacher cache(s) in {out / CACHES}")
     failed: list[str] = []
+    interrupted = threading.Event()  # Ctrl-C: the running runs stop (they share the terminal), no new one starts
 
     def one(i_run: tuple[int, SweepRun]) -> None:
         i, run = i_run
+        if interrupted.is_set():
+            return
         run_dir = out / run.name
         cmd = [sys.executable, "-m", "augkd", "train", "--quiet"]
         if config:
@@ -411,6 +424,10 @@ def run_sweep(
         log(f"[{i}/{len(todo)}] {run.name}: {'resuming' if partial else 'starting'}")
         with open(run_dir / "train.log", "a") as fh:
             rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        if rc in (130, -signal.SIGINT):
+            interrupted.set()
+            log(f"[{i}/{len(todo)}] {run.name}: interrupted; the same command resumes it")
+            return
         if rc != 0 or _status(run_dir) != "done":
             failed.append(run.name)
             log(f"[{i}/{len(todo)}] {run.name}: FAILED (exit {rc}); see {run_dir / 'train.log'}")
@@ -421,12 +438,18 @@ def run_sweep(
     if caches:  # runs without KD first: they never wait for a cache
         todo.sort(key=lambda r: r.name in caches)
 
-    if jobs == 1:
-        for item in enumerate(todo, 1):
-            one(item)
-    else:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            list(pool.map(one, enumerate(todo, 1)))
+    try:
+        if jobs == 1:
+            for item in enumerate(todo, 1):
+                one(item)
+        else:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                list(pool.map(one, enumerate(todo, 1)))
+    except KeyboardInterrupt:
+        interrupted.set()  # the pool's queued runs return at once instead of starting
+        raise
+    if interrupted.is_set():
+        raise KeyboardInterrupt
     if cache:
         manifest["caches"] = _caches_manifest(caches)
         atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")

@@ -33,6 +33,7 @@ from augkd.checkpoint import CheckpointError, load_checkpoint, load_latest_check
 from augkd.config import ConfigError, config_from_dict
 from augkd.models.build import build_model
 from augkd.models.config import ModelConfig
+from augkd.models.external import weights_mismatch
 
 __all__ = [
     "RUN_CHECKPOINT_FORMAT",
@@ -167,8 +168,11 @@ class RunCheckpoint:
         try:
             module.load_state_dict(self.state[entry])
         except (RuntimeError, KeyError, TypeError) as exc:
+            state = self.state.get(entry)
+            why = weights_mismatch(module, state) if isinstance(state, Mapping) else None
             raise CheckpointError(
-                f"{self.path}: the {entry} weights do not fit {self.model_config.name!r}: {str(exc).splitlines()[0]}"
+                f"{self.path}: the {entry} weights do not fit {self.model_config.name!r}: "
+                f"{why or str(exc).splitlines()[0]}"
             ) from None
 
     def build_model(self, model_config: ModelConfig | None = None) -> nn.Module:

@@ -19,7 +19,8 @@ class ModelConfig:
     """Which network to train (any name from ``augkd models``)."""
 
     name: str = "fastnet9"
-    """Registered model name."""
+    """Registered model name, or ``timm:NAME`` / ``torchvision:NAME`` (any network of those libraries; ``kwargs``
+    go to ``timm.create_model`` / ``torchvision.models.get_model``)."""
     drop_rate: float | None = None
     """Dropout before the classifier (None keeps the model's default)."""
     drop_path_rate: float | None = None
@@ -31,6 +32,11 @@ class ModelConfig:
     written by mistake is an error. None keeps the model's own (torch's 0.1)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra builder arguments, e.g. ``{width: 32}``."""
+    weights: str = ""
+    """Start from these weights (fine-tuning): a ``.safetensors`` or ``.pth``/``.pt`` state dict (read with
+    ``weights_only=True``), or ``pretrained`` for a ``timm:``/``torchvision:`` network (from the hub caches on this
+    machine; downloaded only with ``data.download=true``). An output layer of another class count is left out
+    (the log says so) and starts random. Empty: random initialization."""
 
     def __post_init__(self) -> None:
         check_finite(self, "model.")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +30,7 @@ from augkd.data.pipeline import BatchPipeline, ImageStage, Normalize, TrainAugme
 from augkd.distill.cache import CacheError, TeacherCache, cache_key, dataset_fingerprint
 from augkd.distill.loss import TopKKL
 from augkd.distill.task import CachedDistillationTask, ClassificationTask, DistillationTask
-from augkd.distill.teacher import TeacherError, load_teacher, teacher_fingerprint
+from augkd.distill.teacher import TeacherSpec, load_teacher, parse_teacher, teacher_fingerprint, teacher_missing
 from augkd.registry import Registry
 from augkd.train import distributed
 from augkd.train.config import TrainConfig
@@ -50,6 +49,7 @@ __all__ = [
     "build_train_augment",
     "resolve_amp",
     "resolve_device",
+    "teacher_spec",
 ]
 
 
@@ -262,24 +262,46 @@ def build_ema(cfg: TrainConfig, model: nn.Module) -> nn.Module | None:
     return torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=multi_avg_fn, use_buffers=True)
 
 
+def teacher_spec(cfg: TrainConfig, teacher: str | None = None) -> TeacherSpec:
+    """The teacher ``cfg.kd`` names (or ``teacher``, e.g. ``--teacher``) with its ``kd.teacher_*`` options and
+    ``kd.class_map``; ``data.download`` is the consent to fetch ``pretrained`` weights."""
+    kd = cfg.kd
+    return parse_teacher(
+        teacher or kd.teacher,
+        weights=kd.teacher_weights,
+        size=kd.teacher_size,
+        norm=kd.teacher_norm_values(),
+        class_map=kd.class_map,
+        download=cfg.data.download,
+    )
+
+
 def build_task(cfg: TrainConfig, parts: Components) -> nn.Module:
     """What turns a batch into losses: cross-entropy, or KD from ``kd.cache`` or the live ``kd.teacher``."""
     if cfg.kd.cache:
         return build_cached_distillation_task(cfg, parts.train_set, parts.device, parts.amp_dtype, parts.pipeline)
     if cfg.kd.enabled:
         norm = (parts.stats["mean"], parts.stats["std"])
-        return build_distillation_task(cfg, parts.train_set.num_classes, parts.device, norm)
+        return build_distillation_task(cfg, parts.train_set.classes, parts.device, norm)
     return ClassificationTask(cfg.optim.label_smoothing)
 
 
 def build_distillation_task(
-    cfg: TrainConfig, num_classes: int, device: torch.device, student_norm: tuple, teacher: nn.Module | None = None
+    cfg: TrainConfig,
+    classes: int | Sequence[str],
+    device: torch.device,
+    student_norm: tuple,
+    teacher: nn.Module | None = None,
 ) -> DistillationTask:
-    """The KD task of ``cfg.kd``: the teacher loaded frozen (or the given ``teacher``), top-K KL, lambda."""
+    """The KD task of ``cfg.kd``: the teacher loaded frozen (or the given ``teacher``), top-K KL, lambda.
+
+    ``classes``: the student's class names in label order (a ``kd.class_map`` needs them), or their number.
+    """
+    num_classes = classes if isinstance(classes, int) else len(classes)
     if teacher is None:
         try:
-            teacher = load_teacher(cfg.kd.teacher, num_classes, device, student_norm, channels_last=cfg.channels_last)
-        except (TeacherError, CheckpointError) as exc:
+            teacher = load_teacher(teacher_spec(cfg), classes, device, student_norm, channels_last=cfg.channels_last)
+        except (ValueError, CheckpointError) as exc:  # TeacherError, WeightsError: one line each
             raise RunError(f"kd.teacher: {exc}") from None
     kd_loss = TopKKL(cfg.kd.k, cfg.kd.temperature, cfg.kd.mode, cfg.kd.t2_scale)
     if cfg.kd.k > num_classes:
@@ -303,9 +325,14 @@ def build_cached_distillation_task(
     """
     teacher_id = None
     if cfg.kd.teacher:
-        if not Path(cfg.kd.teacher).is_file():
-            raise RunError(f"kd.teacher: {cfg.kd.teacher} not found")
-        teacher_id = teacher_fingerprint(cfg.kd.teacher)
+        spec = teacher_spec(cfg)
+        missing = teacher_missing(spec)
+        if missing:
+            raise RunError(f"kd.teacher: {missing}")
+        try:
+            teacher_id = teacher_fingerprint(spec)
+        except (ValueError, CheckpointError) as exc:
+            raise RunError(f"kd.teacher: {exc}") from None
     if cfg.kd.k > train_set.num_classes:
         raise RunError(f"kd.k={cfg.kd.k} is larger than the {train_set.num_classes} classes of the data")
     try:

@@ -19,9 +19,11 @@ from typing import Any
 
 from augkd.augment.spec import parse_spec, with_magnitude
 from augkd.config import ConfigError, check_finite, config_diff, config_from_dict, config_to_dict
+from augkd.data import dataset_stats
 from augkd.data.config import DataConfig
 from augkd.distill.loss import KD_MODES
 from augkd.distill.task import KD_WEIGHTINGS
+from augkd.distill.teacher import parse_teacher
 from augkd.models.config import ModelConfig
 from augkd.train.optim import OPTIMIZERS
 from augkd.train.schedule import SCHEDULES
@@ -217,7 +219,24 @@ class KdConfig:
     """
 
     teacher: str = ""
-    """Path of the teacher's augkd checkpoint (``best.pt``); empty: no distillation (unless ``cache`` is set)."""
+    """The teacher: the path of an augkd checkpoint (``best.pt``), or ``timm:NAME`` / ``torchvision:NAME`` with
+    ``teacher_weights``; empty: no distillation (unless ``cache`` is set)."""
+    teacher_weights: str = ""
+    """Weights of a ``timm:``/``torchvision:`` teacher: a ``.safetensors`` file, a ``.pth``/``.pt`` state dict
+    (read with ``weights_only=True``; TorchScript and pickled models are refused), or ``pretrained`` (the hub
+    caches on this machine; downloaded only with ``data.download=true``)."""
+    teacher_size: int = 0
+    """The teacher's input size in pixels; a student batch of another size is resized to it on the device
+    (bilinear, antialiased). 0: the source's own (timm's pretrained config, torchvision's weights meta; an augkd
+    checkpoint teacher sees the student's size)."""
+    teacher_norm: str = ""
+    """The teacher's input normalization: ``imagenet``, ``cifar10``, ``cifar100`` or ``MEAN/STD`` as
+    ``0.5,0.5,0.5/0.5,0.5,0.5``; empty: the source's own (a checkpoint's, timm's or torchvision's)."""
+    class_map: str = ""
+    """The teacher's classes for each student class, when they differ: ``auto`` (the student's class folders are
+    the teacher's labels, e.g. ImageNet WordNet ids for an ImageNet-1k head), or a file: JSON
+    ``{"student_class": "teacher_class" or [several]}`` or text lines ``student_class teacher_class...`` (a teacher
+    class by label or index). The teacher's logits are restricted to the mapped classes before the top-K."""
     cache: str = ""
     """Teacher soft-label cache folder (``augkd teacher-cache``) used instead of a live teacher; setting it
     enables distillation. With ``teacher`` also set, the cache must have been built from that very file."""
@@ -256,6 +275,42 @@ class KdConfig:
             raise ValueError(f"kd.temperature must be > 0; got {self.temperature!r}")
         KD_MODES.check(self.mode, "kd.mode")
         KD_WEIGHTINGS.check(self.weighting, "kd.weighting")
+        if self.teacher_size and self.teacher_size < 8:
+            raise ValueError(
+                f"kd.teacher_size must be 0 (the source's own) or at least 8 pixels; got {self.teacher_size!r}"
+            )
+        self.teacher_norm_values()  # a bad value fails here, naming the key
+        library = parse_teacher(self.teacher).source != "checkpoint" if self.teacher else False
+        if library and not self.teacher_weights:
+            raise ValueError(
+                f"kd.teacher={self.teacher} needs kd.teacher_weights=FILE (.safetensors, .pth) or "
+                "kd.teacher_weights=pretrained"
+            )
+        if self.teacher_weights and self.teacher and not library:
+            raise ValueError("kd.teacher_weights is for kd.teacher=timm:NAME or torchvision:NAME teachers")
+
+    def teacher_norm_values(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """``kd.teacher_norm`` as ``(mean, std)``; None when unset (the source's own)."""
+        if not self.teacher_norm:
+            return None
+        if "/" not in self.teacher_norm:
+            try:
+                stats = dataset_stats(self.teacher_norm)
+            except ValueError:
+                raise ValueError(
+                    f"kd.teacher_norm must be imagenet, cifar10, cifar100 or MEAN/STD (0.5,0.5,0.5/0.5,0.5,0.5); "
+                    f"got {self.teacher_norm!r}"
+                ) from None
+            return tuple(stats["mean"]), tuple(stats["std"])
+        try:
+            mean, std = (tuple(float(x) for x in part.split(",")) for part in self.teacher_norm.split("/"))
+        except ValueError:
+            raise ValueError(
+                f"kd.teacher_norm: expected MEAN/STD such as 0.5,0.5,0.5/0.5,0.5,0.5; got {self.teacher_norm!r}"
+            ) from None
+        if len(mean) != 3 or len(std) != 3 or not all(s > 0 for s in std):
+            raise ValueError(f"kd.teacher_norm: expected 3 means and 3 positive stds; got {self.teacher_norm!r}")
+        return mean, std
 
     @property
     def enabled(self) -> bool:

@@ -8,7 +8,9 @@ is the cost:
   :data:`DRY_RUN_BATCH` of them makes the one step; the evaluation pass is one batch as well;
 - the teacher: when ``kd.teacher`` names no file yet (the paper configs carry a placeholder), a randomly
   initialized copy of the student stands in, so the KD loss still runs (``kd.k`` is checked against the classes
-  of the real data, as the run would: set ``kd.k`` too when trying an ImageNet config on 10-class data);
+  of the real data, as the run would: set ``kd.k`` too when trying an ImageNet config on 10-class data); a
+  ``timm:``/``torchvision:`` teacher whose weights are not here yet is that very network with random weights
+  (its size, normalization and ``kd.class_map`` as the run will have them);
 - a teacher cache (``kd.cache``): its header is checked against the config (augmentation, seed, autocast,
   teacher, K, T, ``kd.mode``, classes, epochs) and every epoch file the run needs against its seal (size, epoch
   and key; not hashed, that waits for the run's first read), by :func:`check_teacher_cache`. The stand-in data
@@ -26,14 +28,14 @@ import copy
 import dataclasses
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from augkd.checkpoint import CheckpointError
 from augkd.data import InMemoryDataset, build_datasets, dataset_stats
 from augkd.distill.cache import CacheError, TeacherCache, cache_key
-from augkd.distill.teacher import Teacher, teacher_fingerprint
+from augkd.distill.teacher import RANDOM_WEIGHTS, Teacher, load_teacher, teacher_fingerprint, teacher_missing
 from augkd.models import count_parameters
 from augkd.train.build import (
     RunError,
@@ -42,12 +44,21 @@ from augkd.train.build import (
     pipeline_key,
     resolve_amp,
     resolve_device,
+    teacher_spec,
 )
 from augkd.train.config import TrainConfig
 from augkd.train.loop import evaluate, setup_run, train_one_epoch
 from augkd.train.run import Run
 
-__all__ = ["DRY_RUN_BATCH", "check_teacher_cache", "dry_run", "format_dry_run", "install_stand_in_teacher"]
+__all__ = [
+    "DRY_RUN_BATCH",
+    "check_teacher_cache",
+    "dry_run",
+    "format_dry_run",
+    "install_stand_in_teacher",
+    "stand_in_description",
+    "teacher_stand_in_reason",
+]
 
 #: Images in the one training step of a dry run (fewer when the tiny dataset has fewer).
 DRY_RUN_BATCH = 4
@@ -60,22 +71,42 @@ def _pick(dataset: InMemoryDataset, n: int, seed: int) -> InMemoryDataset:
 
 
 def install_stand_in_teacher(cfg: TrainConfig, run: Run, notes: list[str]) -> None:
-    """Give ``run`` the KD task of ``cfg.kd`` with a random copy of the student as teacher (no file needed).
+    """Give ``run`` the KD task of ``cfg.kd`` with a stand-in teacher (no file needed).
 
-    Used where the real teacher checkpoint does not exist yet (dry runs, cost calibration): the teacher's
-    forward pass and the top-K KL then cost what they will cost in the real run (for a same-size teacher).
+    Used where the real teacher's weights are not here yet (dry runs, cost calibration): a random copy of the
+    student, or for a ``timm:``/``torchvision:`` teacher that network with random weights at its own size and
+    normalization. The teacher's forward pass and the top-K KL then cost what they will cost in the real run.
     """
     num_classes = len(run.classes)
     if cfg.kd.k > num_classes:
         notes.append(f"kd.k={cfg.kd.k} is more than the {num_classes} classes of this data: K={num_classes} here")
         cfg = dataclasses.replace(cfg, kd=dataclasses.replace(cfg.kd, k=num_classes))
     stats = dataset_stats(cfg.data)
-    teacher = Teacher(copy.deepcopy(run.model))
-    run.task = build_distillation_task(cfg, num_classes, run.device, (stats["mean"], stats["std"]), teacher=teacher)
+    norm = (stats["mean"], stats["std"])
+    spec = teacher_spec(cfg) if cfg.kd.teacher else None
+    if spec is not None and spec.source != "checkpoint":
+        try:
+            stand_in = dataclasses.replace(spec, weights=RANDOM_WEIGHTS)
+            teacher = load_teacher(stand_in, run.classes, run.device, norm, channels_last=cfg.channels_last)
+        except (ValueError, CheckpointError) as exc:
+            raise RunError(f"kd.teacher: {exc}") from None
+    else:
+        teacher = Teacher(copy.deepcopy(run.model))
+    run.task = build_distillation_task(cfg, num_classes, run.device, norm, teacher=teacher)
 
 
-def _teacher_missing(cfg: TrainConfig) -> bool:
-    return cfg.kd.enabled and not Path(cfg.kd.teacher).is_file()
+def teacher_stand_in_reason(cfg: TrainConfig) -> str | None:
+    """Why ``cfg``'s teacher cannot be loaded yet (a stand-in takes its place), or None (it can, or no KD)."""
+    if not cfg.kd.enabled or not cfg.kd.teacher:
+        return None
+    return teacher_missing(teacher_spec(cfg))
+
+
+def stand_in_description(cfg: TrainConfig) -> str:
+    """What stands in for ``cfg``'s missing teacher, in words."""
+    if cfg.kd.teacher and teacher_spec(cfg).source != "checkpoint":
+        return f"{cfg.kd.teacher} with random weights"
+    return "a random copy of the student"
 
 
 def check_teacher_cache(cfg: TrainConfig, num_classes: int, notes: list[str]) -> TrainConfig:
@@ -95,11 +126,12 @@ def check_teacher_cache(cfg: TrainConfig, num_classes: int, notes: list[str]) ->
         return cfg
     try:
         cache = TeacherCache(cfg.kd.cache)
-        teacher_id = teacher_fingerprint(cfg.kd.teacher) if cfg.kd.teacher and Path(cfg.kd.teacher).is_file() else None
+        known = cfg.kd.teacher and teacher_missing(teacher_spec(cfg)) is None
+        teacher_id = teacher_fingerprint(teacher_spec(cfg)) if known else None
         amp_dtype = resolve_amp(cfg.amp, resolve_device(cfg.device))
         key = cache_key(pipeline_key(cfg), cache.header["key"].get("dataset"), amp_dtype, teacher_id)
         check_cache_serves_run(cache, cfg, key, num_classes)
-    except CacheError as exc:
+    except (CacheError, CheckpointError, ValueError) as exc:
         raise RunError(f"kd.cache: {exc}") from None
     info = cache.header.get("dataset", {})
     notes.append(
@@ -134,9 +166,10 @@ def dry_run(cfg: TrainConfig, batch_size: int = DRY_RUN_BATCH, quiet: bool = Tru
     train_set, eval_set = _pick(train_full, batch, cfg.seed), _pick(eval_full, batch, cfg.seed)
     cached, kd_on = bool(cfg.kd.cache), cfg.kd.enabled
     cfg = check_teacher_cache(cfg, train_full.num_classes, notes)
-    stand_in = cached or _teacher_missing(cfg)
-    if stand_in and not cached:
-        notes.append(f"kd.teacher {cfg.kd.teacher!r} does not exist yet: a random copy of the student stands in")
+    missing = teacher_stand_in_reason(cfg)
+    stand_in = cached or missing is not None
+    if missing:
+        notes.append(f"{missing}: {stand_in_description(cfg)} stands in")
     run_cfg = dataclasses.replace(
         cfg,
         batch_size=batch,
@@ -172,9 +205,20 @@ def dry_run(cfg: TrainConfig, batch_size: int = DRY_RUN_BATCH, quiet: bool = Tru
         "losses": losses,
         "step_s": step_s,
         "eval_top1": res["top1"],
-        "kd": {"k": run.task.kd_loss.k, "lambda": cfg.kd.lambda_, "temperature": cfg.kd.temperature} if kd_on else None,
+        "kd": _kd_summary(cfg, run) if kd_on else None,
         "notes": notes,
     }
+
+
+def _kd_summary(cfg: TrainConfig, run: Run) -> dict[str, Any]:
+    """K, lambda, T, and what the live teacher sees: its input size and how many of its classes a map keeps."""
+    summary: dict[str, Any] = {"k": run.task.kd_loss.k, "lambda": cfg.kd.lambda_, "temperature": cfg.kd.temperature}
+    teacher = getattr(run.task, "teacher", None)
+    if isinstance(teacher, Teacher):
+        summary["teacher_size"] = teacher.size or cfg.data.image_size
+        if teacher.class_index is not None:
+            summary["teacher_classes_kept"] = int(teacher.class_index.shape[0])
+    return summary
 
 
 def format_dry_run(result: dict[str, Any]) -> str:
@@ -188,6 +232,13 @@ def format_dry_run(result: dict[str, Any]) -> str:
         f"  one step on a batch {tuple(result['batch_shape'])} uint8 of {result['num_classes']} classes: {losses} "
         f"in {result['step_s']:.2f}s; eval batch {tuple(result['eval_shape'])} ok",
     ]
+    if kd and "teacher_size" in kd:
+        kept = (
+            f"; its logits restricted to {kd['teacher_classes_kept']} mapped classes"
+            if "teacher_classes_kept" in kd
+            else ""
+        )
+        lines.append(f"  the teacher sees {kd['teacher_size']} px images{kept}")
     lines += [f"  note: {n}" for n in result["notes"]]
     lines.append("  nothing was written (no run folder)")
     return "\n".join(lines)

@@ -133,7 +133,9 @@ def setup_run(
     # The initial weights come from their own named stream, reseeded here: decoding the data (a DataLoader draws
     # from the global RNG) or anything else that ran before cannot change them.
     rng.seed_global_stream(cfg.seed, "init")
-    model = build_model(cfg.model, train_set.num_classes).to(device)
+    say = (lambda line: print(line, file=sys.stderr)) if env.is_main and not quiet else None
+    model = build_model(cfg.model, train_set.num_classes, init_weights=True, download=cfg.data.download, log=say)
+    model = model.to(device)
     if cfg.sync_bn:
         model = distributed.convert_sync_bn(model, env, device)
     if cfg.channels_last:

@@ -40,7 +40,12 @@ from augkd.models import count_parameters
 from augkd.train.build import RunError, resolve_device
 from augkd.train.config import TrainConfig
 from augkd.train.distributed import DistEnv, per_rank_batch
-from augkd.train.dryrun import check_teacher_cache, install_stand_in_teacher
+from augkd.train.dryrun import (
+    check_teacher_cache,
+    install_stand_in_teacher,
+    stand_in_description,
+    teacher_stand_in_reason,
+)
 from augkd.train.loop import evaluate, setup_run, train_one_epoch
 
 __all__ = ["KNOWN_SIZES", "data_sizes", "format_plan", "plan", "teacher_cache_size"]
@@ -108,11 +113,21 @@ def teacher_cache_size(rows: int, epochs: int, k: int, num_classes: int) -> dict
     return sizes
 
 
-def _random_set(n: int, size: int, num_classes: int, seed: int) -> InMemoryDataset:
+def _class_names(cfg: TrainConfig, num_classes: int) -> list[str]:
+    """The data's class names where a ``kd.class_map`` needs them (scanned, not decoded), else placeholders."""
+    if cfg.kd.class_map and cfg.data.dataset == "folder":
+        try:
+            return list(describe_dataset(cfg.data, prepare=False)["classes"])
+        except FileNotFoundError:
+            pass
+    return [f"class{i}" for i in range(num_classes)]
+
+
+def _random_set(n: int, size: int, classes: list[str], seed: int) -> InMemoryDataset:
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
-    labels = torch.randint(0, num_classes, (n,), generator=g)
-    return InMemoryDataset(images, labels, [f"class{i}" for i in range(num_classes)], name="calibration")
+    labels = torch.randint(0, len(classes), (n,), generator=g)
+    return InMemoryDataset(images, labels, classes, name="calibration")
 
 
 def _rss_bytes() -> int:
@@ -185,12 +200,14 @@ def plan(
     eval_per_device = max(1, min(per_device, cfg.eval_batch_size // gpus))
     device = resolve_device(cfg.device)
     size, eval_size = cfg.data.image_size, cfg.data.resolved_eval_size
-    train_set = _random_set(max(warmup, 1) * per_device, size, sizes["num_classes"], 0)
-    timed_set = _random_set(steps * per_device, size, sizes["num_classes"], 1)
-    eval_set = _random_set(2 * eval_per_device, eval_size, sizes["num_classes"], 2)
+    classes = _class_names(cfg, sizes["num_classes"])
+    train_set = _random_set(max(warmup, 1) * per_device, size, classes, 0)
+    timed_set = _random_set(steps * per_device, size, classes, 1)
+    eval_set = _random_set(2 * eval_per_device, eval_size, classes, 2)
     cached = bool(cfg.kd.cache)
     cfg = check_teacher_cache(cfg, sizes["num_classes"], notes)
-    stand_in = cached or (cfg.kd.enabled and not Path(cfg.kd.teacher).is_file())
+    missing = teacher_stand_in_reason(cfg)
+    stand_in = cached or missing is not None
     run_cfg = dataclasses.replace(
         cfg,
         batch_size=per_device,
@@ -204,10 +221,8 @@ def plan(
     rss_before = _rss_bytes()
     run = setup_run(run_cfg, quiet=True, overwrite=True, datasets=(train_set, eval_set))
     if stand_in:
-        if not cached:
-            notes.append(
-                f"kd.teacher {cfg.kd.teacher!r} does not exist yet: timed with a copy of the student as teacher"
-            )
+        if missing:
+            notes.append(f"{missing}: timed with {stand_in_description(cfg)} as teacher")
         install_stand_in_teacher(cfg, run, notes)
     if warmup:
         train_one_epoch(run, 0, progress=False)

@@ -14,9 +14,9 @@ from augkd.checkpoint import CheckpointError
 from augkd.data import DeviceLoader, InMemoryDataset
 from augkd.distill.cache import CacheError
 from augkd.distill.cache_builder import write_teacher_cache
-from augkd.distill.teacher import TeacherError, load_teacher, teacher_fingerprint
+from augkd.distill.teacher import load_teacher, teacher_fingerprint
 from augkd.lock import FolderLock, LockError
-from augkd.train.build import RunError, build_components
+from augkd.train.build import RunError, build_components, teacher_spec
 from augkd.train.config import TrainConfig
 
 __all__ = ["build_teacher_cache"]
@@ -66,7 +66,8 @@ def _build_teacher_cache(
         cfg: the training config whose pipeline, data, seed, batch size, device and ``amp`` are replayed;
             ``kd.temperature`` is the temperature the ``partial`` log-sum-exp is stored at.
         out: the cache folder.
-        teacher: teacher checkpoint (default ``kd.teacher``).
+        teacher: the teacher, in ``kd.teacher``'s forms (default ``kd.teacher``); ``kd.teacher_weights``,
+            ``kd.teacher_size``, ``kd.teacher_norm`` and ``kd.class_map`` apply to it.
         epochs: epochs to cover (default ``epochs``).
         k: classes kept per image (default ``kd.k``).
         dataset: the training set of ``cfg.data`` when already loaded (default: loaded here).
@@ -82,7 +83,7 @@ def _build_teacher_cache(
     """
     teacher_path = teacher or cfg.kd.teacher
     if not teacher_path:
-        raise RunError("no teacher: pass --teacher or kd.teacher=<checkpoint>")
+        raise RunError("no teacher: pass --teacher or kd.teacher=<checkpoint | timm:NAME | torchvision:NAME>")
     epochs = cfg.epochs if epochs is None else epochs
     if epochs < 1:
         raise RunError(f"--epochs must be >= 1; got {epochs}")
@@ -93,14 +94,18 @@ def _build_teacher_cache(
     k = cfg.kd.k if k is None else k
     if not 1 <= k <= num_classes:
         raise RunError(f"--k must be in [1, {num_classes}] (the classes of the data); got {k}")
+    spec = teacher_spec(cfg, teacher_path)
     try:
-        model = load_teacher(teacher_path, num_classes, parts.device, stats, channels_last=cfg.channels_last)
-    except (TeacherError, CheckpointError) as exc:
+        model = load_teacher(spec, parts.train_set.classes, parts.device, stats, channels_last=cfg.channels_last)
+        teacher_id = teacher_fingerprint(spec)
+    except (ValueError, CheckpointError) as exc:  # TeacherError, WeightsError: one line each
         raise RunError(f"teacher: {exc}") from None
     # The training loader's batches, plus the remainder a drop_last epoch leaves out.
     loader = DeviceLoader(parts.train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, device=parts.device)
     provenance = {"teacher_path": str(teacher_path), "channels_last": cfg.channels_last}
-    teacher_id, temperature = teacher_fingerprint(teacher_path), float(cfg.kd.temperature)
+    if spec.source != "checkpoint":
+        provenance["teacher_weights"] = cfg.kd.teacher_weights
+    temperature = float(cfg.kd.temperature)
     try:
         return write_teacher_cache(
             out, teacher=model, teacher_id=teacher_id, pipeline=parts.pipeline, loader=loader,
