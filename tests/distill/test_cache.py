@@ -295,7 +295,7 @@ def test_a_float16_cache_of_the_older_layout_is_refused_in_one_line(tmp_path, ti
     header = json.loads((old / "header.json").read_text())
     del header["float16_layout"]  # what the 56-byte layout's header looked like
     (old / "header.json").write_text(json.dumps(header))
-    message = r"a float16 cache in the layout of an older augkd \(float16_layout=None, this augkd reads 2\): delete"
+    message = r"a float16 cache in another layout \(float16_layout=None; this augkd reads 2, older .*\): delete it"
     with pytest.raises(CacheError, match=message):
         TeacherCache(old)
     with pytest.raises(RunError, match=f"kd.cache: .*{message}"):

@@ -454,8 +454,8 @@ def _read_header(root: Path) -> dict[str, Any]:
         raise CacheError(f"{path}: damaged cache header (no {', '.join(missing)})")
     if header["logits_dtype"] == "float16" and header.get("float16_layout") != FLOAT16_LAYOUT:
         raise CacheError(
-            f"{path}: a float16 cache in the layout of an older augkd (float16_layout="
-            f"{header.get('float16_layout')!r}, this augkd reads {FLOAT16_LAYOUT}): delete it and build it again"
+            f"{path}: a float16 cache in another layout (float16_layout={header.get('float16_layout')!r}; this augkd "
+            f"reads {FLOAT16_LAYOUT}, older ones wrote none): delete it and build it again"
         )
     return header
 
