@@ -99,7 +99,8 @@ __all__ = [
 CACHE_FORMAT = "augkd-teacher-cache/2"  # 2: the key is the pipeline's own (stage by stage); epoch files sealed
 HEADER = "header.json"
 SAMPLE_IDS = "sample_ids.npy"
-#: Storage dtypes of the top-K logits (the four per-image statistics stay float32).
+#: Storage layouts, named by the dtype of the top-K logits (``float16`` also packs the class indices and keeps
+#: the four per-image statistics in float16; see :class:`CacheLayout`).
 LOGITS_DTYPES = ("float32", "float16")
 #: Columns of the per-image statistics block.
 STATS = ("lse_t", "lse_1", "entropy", "log_p_label")
