@@ -529,7 +529,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="cache folder (resumed if it holds a cache of the same settings)")
     p.add_argument("--epochs", type=int, default=None, help="epochs 0..E-1 to cover (default: the config's epochs)")
     p.add_argument("--k", type=int, default=None, help="top classes kept per image (default: kd.k)")
-    p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage of the top-K logits")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "float16"],
+        default="float32",
+        help="float32 (exact) or float16 (packed class indices, half-precision logits and statistics: 41 instead of "
+        "76 bytes per image and epoch at K=10 and 1,000 classes)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary line")
     p.set_defaults(func=cmd_teacher_cache)

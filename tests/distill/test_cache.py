@@ -3,9 +3,12 @@ an interrupted build resumes, and every mismatch between a cache and a run is a 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -15,9 +18,18 @@ from augkd.cli import main
 from augkd.config import load_config
 from augkd.data import build_datasets, dataset_stats, subset_per_class
 from augkd.data.pipeline import Normalize
-from augkd.digest import TRAILER_BYTES
-from augkd.distill.cache import CacheError, CacheLayout, TeacherCache, epoch_path, write_epoch
-from augkd.distill.loss import TopKKL
+from augkd.digest import TRAILER_BYTES, encode_trailer, make_seal
+from augkd.distill.cache import (
+    CacheError,
+    CacheLayout,
+    TeacherCache,
+    epoch_path,
+    pack_indices,
+    prepare_cache_dir,
+    unpack_indices,
+    write_epoch,
+)
+from augkd.distill.loss import TopKKL, teacher_top_k
 from augkd.distill.task import CachedDistillationTask, DistillationTask
 from augkd.registry import Registry
 from augkd.train import build
@@ -122,16 +134,182 @@ def test_partial_at_a_temperature_the_cache_lacks_is_refused(cache):
         TopKKL(3, 4.0, "partial").from_teacher(torch.zeros(4, 10), top)
 
 
-def test_float16_logits_are_smaller_and_close(tmp_path, tiny, teacher_ckpt, cache, train_set, live_batch):
-    out = tmp_path / "c16"
+@pytest.fixture(scope="module")
+def cache16(tmp_path_factory, tiny, teacher_ckpt, train_set):
+    """The float16 layout of the ``cache`` fixture (the same teacher outputs)."""
+    out = tmp_path_factory.mktemp("cache16") / "c"
     f16 = {"logits_dtype": "float16", "dataset": train_set, "quiet": True}
-    summary = build_teacher_cache(tiny(tmp_path), out, teacher=str(teacher_ckpt), epochs=2, k=CACHE_K, **f16)
-    assert summary["bytes_per_sample"] == TeacherCache(cache).bytes_per_sample - 2 * CACHE_K
+    build_teacher_cache(tiny(out.parent), out, teacher=str(teacher_ckpt), epochs=2, k=CACHE_K, **f16)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("mode", "k", "temperature"), [("renorm", 3, 2.0), ("renorm", 5, 4.0), ("partial", 3, 2.0), ("partial", 5, 1.0)]
+)
+def test_float16_layout_is_smaller_and_every_mode_and_weighting_stays_close(
+    cache, cache16, live_batch, mode, k, temperature
+):
+    """Packed indices, float16 logits, float16 statistics (the log-sum-exps relative to those of the K stored
+    logits): 21 bytes at K=5 and 10 classes (46 in float32); the indices exact, the log-sum-exps within half a
+    float16 step of what is stored, and the loss of every mode and weighting within 1e-4 of the float32 cache's
+    (or 5e-4 of it relative)."""
+    f32, f16 = TeacherCache(cache), TeacherCache(cache16)
+    assert (f32.bytes_per_sample, f16.bytes_per_sample) == (2 * 5 + 4 * 5 + 16, 3 + 2 * 5 + 8)
     _, args = live_batch
-    loss = TopKKL(3, 2.0, "renorm")
-    a = CachedDistillationTask(TeacherCache(cache), loss, 1.0)(*args)
-    b = CachedDistillationTask(TeacherCache(out), loss, 1.0)(*args)
-    assert 0 < abs(a["kd_loss"].item() - b["kd_loss"].item()) < 1e-3
+    ids = args[3]
+    for t in (2.0, 1.0):  # the cache's T and T = 1: the two stored log-sum-exps
+        a, b = f32.lookup(1, ids, CACHE_K, t), f16.lookup(1, ids, CACHE_K, t)
+        assert torch.equal(a.indices, b.indices)
+        assert torch.equal(b.logits, a.logits.half().float())
+        bound = 2.0**-11 * (a.lse - torch.logsumexp(b.logits / t, 1)).abs() + 1e-6  # half a float16 step
+        assert bool(((a.lse - b.lse).abs() <= bound).all()), (a.lse - b.lse).abs().max()
+        assert torch.allclose(a.entropy, b.entropy, rtol=2.0**-11, atol=0)
+        assert torch.allclose(a.log_p_label, b.log_p_label, rtol=2.0**-11, atol=1e-7)
+    for weighting in ("constant", "entropy", "doubt"):
+        loss = TopKKL(k, temperature, mode)
+        x = CachedDistillationTask(f32, loss, lam=1.0, weighting=weighting)(*args)
+        y = CachedDistillationTask(f16, loss, lam=1.0, weighting=weighting)(*args)
+        diff = abs(x["kd_loss"].item() - y["kd_loss"].item())
+        assert 0 < diff <= max(1e-4, 5e-4 * x["kd_loss"].item()), (weighting, diff)
+
+
+CLASSES = (2, 10, 100, 1000, 4096, 5000, 40000)
+
+
+@pytest.mark.parametrize("num_classes", CLASSES)
+def test_packed_indices_round_trip(tmp_path, num_classes):
+    """Every class count and K: written to an epoch file and read back by lookups of any k <= K, including the
+    largest index and a row of the K largest, with the layout packing exactly where it saves bytes."""
+    g = torch.Generator().manual_seed(num_classes)
+    rows = 300
+    bits = max(1, (num_classes - 1).bit_length())
+    for k in sorted({1, 2, 3, 7, 10, 50, 100} & set(range(1, num_classes + 1))):
+        indices = torch.stack([torch.randperm(num_classes, generator=g)[:k] for _ in range(rows)])
+        indices[0] = torch.arange(num_classes - k, num_classes).flip(0)
+        reader = _write_cache(tmp_path / f"k{k}", indices, torch.linspace(5.0, -5.0, k).expand(rows, k), num_classes)
+        layout = reader.layout
+        assert layout.packed == (math.ceil(k * bits / 8) < k * (2 if num_classes <= 32768 else 4))
+        assert layout.bytes_per_sample == (math.ceil(k * bits / 8) if layout.packed else 2 * k) + 2 * k + 8
+        picked = torch.tensor([rows - 1, 0, 5, 0])
+        for kk in {1, k // 2 + 1, k}:
+            top = reader.lookup(0, picked, kk, 2.0).indices
+            assert top.dtype == torch.int64 and torch.equal(top, indices[picked, :kk]), (k, kk)
+        assert torch.equal(reader.lookup(0, torch.arange(rows), k, 2.0).indices, indices)
+
+
+def _write_cache(root, indices, logits, num_classes, stats=None, temperature=2.0, dtype="float16") -> TeacherCache:
+    """A one-epoch cache of these rows (sample ids 0..rows-1), opened for reading."""
+    rows, k = indices.shape
+    layout = CacheLayout(rows, k, num_classes, dtype, temperature)
+    header = {"key": {}, "k": k, "temperature": temperature, "num_classes": num_classes, "rows": rows}
+    header.update(logits_dtype=dtype, **layout.header_entries())
+    prepare_cache_dir(root, header, torch.arange(rows))
+    stats = torch.tensor([3.0, 5.0, 0.5, -1.0]).expand(rows, 4) if stats is None else stats
+    write_epoch(root, 0, layout, indices, logits, stats, header)
+    return TeacherCache(root)
+
+
+def test_pack_indices_bit_order_and_refusals():
+    """Index j of a row is bits j*b.. of the row, least significant first; what b bits cannot hold is refused."""
+    packed = pack_indices(np.array([[5, 1023, 0, 512]]), 10)
+    bits = np.unpackbits(packed, axis=1, bitorder="little")[0]
+    assert packed.shape == (1, 5)
+    assert [int("".join(map(str, bits[10 * j : 10 * j + 10][::-1])), 2) for j in range(4)] == [5, 1023, 0, 512]
+    assert unpack_indices(packed, 4, 10).tolist() == [[5, 1023, 0, 512]]
+    assert unpack_indices(packed, 2, 10).dtype == np.int16 and unpack_indices(packed, 2, 16).dtype == np.int32
+    with pytest.raises(CacheError, match=r"class indices must lie in \[0, 16\) to be packed in 4 bits; got -1"):
+        pack_indices(np.array([[3, -1]]), 4)
+    with pytest.raises(CacheError, match=r"\[0, 16\) to be packed in 4 bits; got 0\.\.16"):
+        pack_indices(np.array([[0, 16]]), 4)
+
+
+def test_bytes_per_sample_at_k10():
+    """The issue's figure: at most 44 bytes at K=10 in float16 for 1,000 classes (41); float32 unchanged."""
+    assert CacheLayout(1, 10, 1000, "float16").bytes_per_sample == 13 + 20 + 8 == 41
+    assert CacheLayout(1, 10, 1000).bytes_per_sample == 76
+    assert CacheLayout(1, 10, 40000).bytes_per_sample == 96  # int32 indices past 32,768 classes
+    assert CacheLayout(1, 10, 40000, "float16").bytes_per_sample == 20 + 20 + 8  # 16-bit packing beats int32
+    assert CacheLayout(1, 1, 1000, "float16").index_dtype == "int16"  # one 10-bit index: packing saves nothing
+    # The float32 layout's blocks, as every earlier augkd wrote them.
+    assert CacheLayout(6, 3, 10).describe() == {
+        "indices": {"offset": 0, "dtype": "int16", "shape": [6, 3]},
+        "logits": {"offset": 64, "dtype": "float32", "shape": [6, 3]},
+        "stats": {"offset": 192, "dtype": "float32", "shape": [6, 4]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("num_classes", "sha256"),
+    [
+        (10, "9d515f789513bfe7b7745144efc26a9b6bddf091b01c7acf082b15803e480153"),
+        (40000, "42db1eab06adb85d80c47e7b77c30b02d728f78dc522d0450b1f5ecb740fe47b"),
+    ],
+)
+def test_float32_epoch_files_are_byte_for_byte_those_of_earlier_augkd(tmp_path, num_classes, sha256):
+    """The hashes of these files were taken from augkd before the float16 layout changed (commit 9bf2654)."""
+    rows, k = 6, 3
+    indices = (torch.arange(rows * k) * 7919 % num_classes).reshape(rows, k)
+    logits = -torch.arange(rows * k, dtype=torch.float32).reshape(rows, k) / 3
+    stats = torch.arange(rows * 4, dtype=torch.float32).reshape(rows, 4) / 7 - 1
+    header = {"key": {"a": 1}, "k": k, "temperature": 2.0, "num_classes": num_classes, "rows": rows}
+    header["logits_dtype"] = "float32"
+    path = write_epoch(tmp_path, 0, CacheLayout(rows, k, num_classes), indices, logits, stats, header)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+
+
+def test_float16_layout_keeps_the_stats_of_large_logits_and_refuses_what_float16_cannot_hold(tmp_path):
+    """ImageNet-scale logits (log-sum-exp near 25): the log-sum-exps come back within half a float16 step of
+    ``lse - lse_K`` (at most 0.002 for 1,000 classes), not of ``lse`` (0.008 at 25); a logit past float16's range
+    is refused."""
+    g = torch.Generator().manual_seed(0)
+    rows, classes, k, temperature = 512, 1000, 10, 2.0
+    z = torch.randn(rows, classes, generator=g) * 3
+    labels = torch.randint(0, classes, (rows,), generator=g)
+    z[torch.arange(rows), labels] += torch.rand(rows, generator=g) * 20 + 5
+    top = teacher_top_k(z, k, temperature, labels)
+    lse_1 = teacher_top_k(z, 1).lse
+    stats = torch.stack([top.lse, lse_1, top.entropy, top.log_p_label], dim=1)
+    reader = _write_cache(tmp_path / "c", top.indices, top.logits, classes, stats, temperature)
+    at_t, at_1 = reader.lookup(0, torch.arange(rows), k, temperature), reader.lookup(0, torch.arange(rows), k, 1.0)
+    got_logits = at_t.logits
+    got = torch.stack([at_t.lse, at_1.lse, at_t.entropy, at_t.log_p_label], dim=1)
+    assert torch.equal(at_t.indices, top.indices) and torch.equal(got_logits, top.logits.half().float())
+    assert float(lse_1.max()) > 24
+    err = (got[:, :2] - stats[:, :2]).abs()
+    assert float(err.max()) <= 2.0**-11 * math.log(classes) + 1e-5
+    lse_k = torch.stack([torch.logsumexp(got_logits / temperature, 1), torch.logsumexp(got_logits, 1)], 1)
+    assert bool((err <= (stats[:, :2] - lse_k).abs() * 2.0**-11 + 1e-5).all())
+    assert torch.allclose(got[:, 2:], stats[:, 2:], rtol=2.0**-11, atol=1e-7)
+    huge = top.logits.clone()
+    huge[3, 0] = -70000.0
+    layout = reader.layout
+    with pytest.raises(CacheError, match="a teacher logit of magnitude 70000 does not fit float16 .* --dtype float32"):
+        layout.encode(top.indices, huge, stats)
+    with pytest.raises(CacheError, match="needs the cache's temperature"):
+        CacheLayout(rows, k, classes, "float16").encode(top.indices, top.logits, stats)
+
+
+def test_a_float16_cache_of_the_older_layout_is_refused_in_one_line(tmp_path, tiny, cache16, train_set):
+    old = tmp_path / "old"
+    shutil.copytree(cache16, old)
+    header = json.loads((old / "header.json").read_text())
+    del header["float16_layout"]  # what the 56-byte layout's header looked like
+    (old / "header.json").write_text(json.dumps(header))
+    message = r"a float16 cache in another layout \(float16_layout=None; this augkd reads 2, older .*\): delete it"
+    with pytest.raises(CacheError, match=message):
+        TeacherCache(old)
+    with pytest.raises(RunError, match=f"kd.cache: .*{message}"):
+        check_cache(tiny(tmp_path, f"kd.cache={old}", "epochs=2"), train_set)
+    # The layout's version is sealed into the epoch files: a file sealed without it (as the older layout's were)
+    # is refused under a header of this layout, so no file changes its reading behind its seal.
+    stale = tmp_path / "stale"
+    shutil.copytree(cache16, stale)
+    header = json.loads((stale / "header.json").read_text())
+    data = epoch_path(stale, 0).read_bytes()[:-TRAILER_BYTES]
+    identity = {name: header[name] for name in ("key", "k", "temperature", "num_classes", "rows", "logits_dtype")}
+    epoch_path(stale, 0).write_bytes(data + encode_trailer(make_seal(data, identity, epoch=0)))
+    with pytest.raises(RunError, match=r"epoch_0000.bin: built with other settings than this cache's \(seal key"):
+        check_cache(tiny(tmp_path, f"kd.cache={stale}", "epochs=2"), train_set)
 
 
 def test_interrupted_build_keeps_finished_epochs_and_redoes_the_partial_one(
@@ -418,10 +596,12 @@ def test_epoch_files_carry_their_key_so_a_lost_header_never_adopts_them(tmp_path
     assert epoch_path(lost, 1).read_bytes() == epoch_path(cache, 1).read_bytes()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize(
     ("values", "message"),
     [
         ({"indices": 10}, r"row 0 holds class index \[10, 1, 2\] outside \[0, 10\)"),
+        ({"indices": 15}, r"row 0 holds class index \[15, 1, 2\] outside \[0, 10\)"),  # the largest 4-bit one
         ({"indices": -1}, r"row 0 holds class index \[-1, 1, 2\] outside"),
         ({"indices": 0, "all_rows": True}, r"row 0 repeats a class in its top-K indices \[0, 0, 0\]"),
         ({"logits": float("nan")}, "row 0 of the logits block is not finite"),
@@ -429,8 +609,10 @@ def test_epoch_files_carry_their_key_so_a_lost_header_never_adopts_them(tmp_path
         ({"logits": 99.0}, "row 0 holds logits out of top-K order"),
     ],
 )
-def test_impossible_values_under_a_valid_seal_are_refused_on_load(tmp_path, cache, values, message):
-    """A writer that sealed wrong values (a bug, zeroed rows): the first open checks ranges and names the file."""
+def test_impossible_values_under_a_valid_seal_are_refused_on_load(tmp_path, cache, values, message, dtype):
+    """A writer that sealed wrong values (a bug, zeroed rows): the first open checks ranges and names the file.
+    In the float16 layout the class indices are packed in 4 bits (10 classes), so the check reads them unpacked;
+    a negative index cannot be packed at all and is refused by the writer."""
     root = tmp_path / "c"
     shutil.copytree(cache, root)
     header = json.loads((root / "header.json").read_text())
@@ -447,11 +629,17 @@ def test_impossible_values_under_a_valid_seal_are_refused_on_load(tmp_path, cach
     if "stats" in values:
         stats[0, 2] = values["stats"]
     header["k"] = 3
-    layout = CacheLayout(rows, 3, classes)
+    layout = CacheLayout(rows, 3, classes, dtype, header["temperature"])
+    header.update(logits_dtype=dtype, **layout.header_entries())
+    assert layout.packed == (dtype == "float16")
     out = tmp_path / "bad"
     out.mkdir()
     shutil.copy(root / "sample_ids.npy", out)
     (out / "header.json").write_text(json.dumps(header))
+    if dtype == "float16" and values.get("indices") == -1:
+        with pytest.raises(CacheError, match=r"class indices must lie in \[0, 16\) to be packed in 4 bits; got -1"):
+            write_epoch(out, 0, layout, top_idx, top_val, stats, header)
+        return
     write_epoch(out, 0, layout, top_idx, top_val, stats, header)
     bad = TeacherCache(out)
     assert bad.epochs == [0]  # the seal is fine

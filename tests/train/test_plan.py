@@ -45,6 +45,21 @@ def test_plan_figures_are_consistent(tiny, tmp_path):
     assert not (tmp_path / "runs").exists()
     text = format_plan(p)
     assert "on 2 devices: global batch 50 = 2 x 25" in text and "device-hours" in text
+    # The teacher cache of this run (200 images, 3 epochs, kd.k=3 from the cifar10 preset, 10 classes) and of
+    # ImageNet-1k: the sizes augkd teacher-cache would write, from the layout (64-byte blocks, 256-byte seal).
+    run, ref = p["teacher_cache"]["run"], p["teacher_cache"]["reference"]
+    assert (run["rows"], run["epochs"], run["k"], run["num_classes"]) == (200, 3, 3, 10)
+    assert run["float32"] == {"bytes_per_sample": 34, "bytes": 3 * (1216 + 2432 + 3200 + 256)}
+    assert run["float16"] == {"bytes_per_sample": 16, "bytes": 3 * (448 + 1216 + 1600 + 256)}
+    assert (ref["rows"], ref["epochs"], ref["k"], ref["float16"]["bytes_per_sample"]) == (1_281_167, 300, 10, 41)
+    assert ref["float16"]["bytes"] == pytest.approx(1_281_167 * 300 * 41, rel=1e-5)
+    assert ref["float32"]["bytes"] == pytest.approx(1_281_167 * 300 * 76, rel=1e-5)
+    assert (
+        "teacher cache of this run (K=3, 200 images x 3 epochs): 21.3 kB in float32 (34 B per sample-epoch), " in text
+    )
+    assert "10.6 kB in float16 (16 B)" in text
+    imagenet = "ImageNet-1k (1,281,167 images x 300 epochs, K=10): 29.2 GB in float32 (76 B per sample-epoch), 15.8 GB"
+    assert imagenet in text and "15.8 GB in float16 (41 B)" in text
 
 
 def test_plan_times_the_kd_step_with_a_stand_in_teacher(tiny, tmp_path):

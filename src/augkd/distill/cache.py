@@ -22,11 +22,30 @@ On disk, ``DIR/``::
                        included, dataset fingerprint, teacher fingerprint, autocast dtype), K, T, dtypes, layout,
                        provenance
     sample_ids.npy     int64 (N,): the sample id of each row (ascending)
-    epoch_0000.bin     one raw file per epoch, three blocks (64-byte aligned), read with numpy.memmap:
-                       indices (N, K) int16|int32, logits (N, K) float32|float16, stats (N, 4) float32
-                       [lse at T, lse at 1, entropy, log p(label)], then a 256-byte seal (:mod:`augkd.digest`):
-                       the SHA-256 of the blocks, the epoch, and the digest of the cache's identity (key, K, T,
-                       classes, rows, logits dtype)
+    epoch_0000.bin     one raw file per epoch, three blocks (64-byte aligned), read with numpy.memmap,
+                       then a 256-byte seal (:mod:`augkd.digest`): the SHA-256 of the blocks, the epoch, and
+                       the digest of the cache's identity (key, K, T, classes, rows, logits dtype, float16
+                       layout version)
+
+The blocks (:class:`CacheLayout`), per sample and epoch::
+
+    --dtype float32 (exact, the default): 6K + 16 bytes (76 at K=10)
+        indices  (N, K) int16 (int32 above 32,768 classes)
+        logits   (N, K) float32
+        stats    (N, 4) float32: lse at T, lse at 1, entropy, log p(label)
+    --dtype float16: ceil(K b / 8) + 2K + 8 bytes (41 at K=10 and 1,000 classes, 16 at K=3 and 10 classes)
+        indices  (N, ceil(K b / 8)) uint8: K indices of b = ceil(log2 classes) bits each, packed (int16 or
+                 int32 where packing saves nothing)
+        logits   (N, K) float16
+        stats    (N, 4) float16: lse at T - lse_K at T, lse at 1 - lse_K at 1, entropy, log p(label), where
+                 lse_K is the log-sum-exp of the K stored logits: each lse is kept as -log of the teacher's
+                 top-K mass, a number in [0, log classes] where float16's steps are fine
+
+A float16 epoch is decoded once when a reader opens it (indices unpacked, log-sum-exps restored in float32),
+which the value checks need anyway, so a lookup costs what it costs in float32. The float16 layout changes the
+KD term of a batch by about 1e-4 of itself against float32 (the rounding of the logits, as in the earlier
+float16 layout that kept the statistics in float32; ``results/README.md``). Float16 caches written by augkd
+before the float16 layout was versioned (56 bytes at K=10) are refused with one line: build them again.
 
 Every file is written to a temporary name and renamed into place, so an epoch file exists exactly when it is
 complete: an interrupted build keeps its finished epochs and redoes the partial one. An epoch file is trusted
@@ -52,7 +71,7 @@ import torch
 
 from augkd import faults
 from augkd.digest import TRAILER_BYTES, SealError, check_seal, encode_trailer, make_seal, read_trailer
-from augkd.distill.loss import TeacherTopK
+from augkd.distill.loss import TeacherTopK, logsumexp_at
 from augkd.io import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
@@ -80,7 +99,8 @@ __all__ = [
 CACHE_FORMAT = "augkd-teacher-cache/2"  # 2: the key is the pipeline's own (stage by stage); epoch files sealed
 HEADER = "header.json"
 SAMPLE_IDS = "sample_ids.npy"
-#: Storage dtypes of the top-K logits (the four per-image statistics stay float32).
+#: Storage layouts, named by the dtype of the top-K logits (``float16`` also packs the class indices and keeps
+#: the four per-image statistics in float16; see :class:`CacheLayout`).
 LOGITS_DTYPES = ("float32", "float16")
 #: Columns of the per-image statistics block.
 STATS = ("lse_t", "lse_1", "entropy", "log_p_label")
@@ -88,6 +108,8 @@ _ALIGN = 64
 _WRITES = itertools.count(1)  # epoch-file writes of this process, for AUGKD_FAULT=kill_during_cache_write:<n>
 #: Header entries that decide an epoch file's bytes: their digest is sealed into every epoch file.
 IDENTITY = ("key", "k", "temperature", "num_classes", "rows", "logits_dtype")
+#: Identity entries only some layouts' headers hold (float32 headers have none, so their seals stay as they were).
+LAYOUT_IDENTITY = ("float16_layout",)
 
 #: How a mismatch of a key entry is named to the user (``pipeline.*`` entries are named by their own path: the
 #: stage and the setting, e.g. ``pipeline.stages.augment.policy.magnitude``).
@@ -175,27 +197,118 @@ def _key_differences(cached: Mapping[str, Any], key: Mapping[str, Any]) -> list[
 # Layout of one epoch file
 
 
+#: The float16 layout's version, in its header and sealed into its epoch files (float32 headers have none, so
+#: their files and seals are those of earlier augkd). 2: packed class indices, float16 statistics (41 bytes at
+#: K=10 and 1,000 classes); float16 caches of the earlier 56-byte layout are refused when opened.
+FLOAT16_LAYOUT = 2
+#: Largest class-index width that is packed (wider indices are stored as int32).
+_MAX_PACKED_BITS = 31
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def index_bits(num_classes: int) -> int:
+    """Bits of a class index in ``[0, num_classes)``: ``ceil(log2(num_classes))``, at least 1."""
+    return max(1, (num_classes - 1).bit_length())
+
+
+def pack_indices(indices: np.ndarray, bits: int) -> np.ndarray:
+    """``(rows, K)`` class indices as ``(rows, ceil(K * bits / 8))`` bytes: index ``j`` of a row holds bits
+    ``j * bits .. (j + 1) * bits - 1`` of the row, least significant first (the byte order of little-endian
+    integers); the last byte of a row is zero-padded, so every row starts on a byte.
+
+    Raises:
+        CacheError: an index that ``bits`` bits cannot hold (negative, or ``>= 2**bits``).
+    """
+    rows, k = indices.shape
+    values = np.asarray(indices, dtype=np.int64)
+    if values.size and (int(values.min()) < 0 or int(values.max()) >= 1 << bits):
+        raise CacheError(
+            f"class indices must lie in [0, {1 << bits}) to be packed in {bits} bits; got "
+            f"{int(values.min())}..{int(values.max())}"
+        )
+    out = np.zeros((rows, -(-k * bits // 8)), dtype=np.uint8)
+    for j in range(k):  # K x (bytes an index spans) whole-column operations: no Python loop over rows
+        start = j * bits
+        shifted = values[:, j] << (start % 8)
+        for n, byte in enumerate(range(start // 8, (start + bits - 1) // 8 + 1)):
+            out[:, byte] |= ((shifted >> (8 * n)) & 0xFF).astype(np.uint8)
+    return out
+
+
+def unpack_indices(packed: np.ndarray, k: int, bits: int) -> np.ndarray:
+    """The ``(rows, k)`` class indices of :func:`pack_indices` rows (int16 up to 15 bits, else int32).
+
+    Index ``j`` is read from the bytes its bits span, whole columns at a time (K x at most 5 column operations,
+    no loop over rows): they are joined into a little-endian window, shifted right by ``j * bits % 8`` and
+    masked to ``bits`` bits.
+    """
+    packed = np.asarray(packed)
+    out = np.empty((len(packed), k), dtype=np.int16 if bits <= 15 else np.int32)
+    for j in range(k):
+        start = j * bits
+        first, last = start // 8, (start + bits - 1) // 8
+        window = packed[:, first].astype(np.int64)
+        for n, byte in enumerate(range(first + 1, last + 1), start=1):
+            window |= packed[:, byte].astype(np.int64) << (8 * n)
+        out[:, j] = (window >> (start % 8)) & ((1 << bits) - 1)
+    return out
+
+
 class CacheLayout:
     """Byte layout of an epoch file: three blocks, each 64-byte aligned.
+
+    ``float32`` (the exact default): indices ``(rows, K)`` int16 (int32 above 32,768 classes), logits
+    ``(rows, K)`` float32, statistics ``(rows, 4)`` float32 ``[lse at T, lse at 1, entropy, log p(label)]``.
+
+    ``float16``: indices packed to ``ceil(log2(classes))`` bits each (:func:`pack_indices`; int16/int32 where
+    packing saves nothing), logits ``(rows, K)`` float16, statistics ``(rows, 4)`` float16 ``[lse at T -
+    lse_K at T, lse at 1 - lse_K at 1, entropy, log p(label)]``, where ``lse_K`` is the log-sum-exp of the row's
+    K stored (float16) logits. Each log-sum-exp is thus kept as ``-log`` of the teacher's probability mass on
+    its top K, a number in ``[0, log classes]`` (0 for a confident teacher or K = classes) where float16 is far
+    finer than at the size of a log-sum-exp itself (0.008 at 25); ``partial`` mode's ``log p_T`` over the K
+    classes is the exact log-softmax of the stored logits plus that one stored number. At K=10 and 1,000
+    classes: 13 + 20 + 8 = 41 bytes.
 
     Args:
         rows: number of samples.
         k: top-K classes stored per sample.
-        num_classes: classes of the teacher (decides the index dtype).
+        num_classes: classes of the teacher (decides the index dtype or width).
         logits_dtype: ``float32`` or ``float16``.
+        temperature: the cache's temperature (the float16 layout stores ``lse at T`` relative to ``lse_K at T``);
+            needed to encode and decode a float16 layout, not for its sizes.
     """
 
-    def __init__(self, rows: int, k: int, num_classes: int, logits_dtype: str = "float32") -> None:
+    def __init__(
+        self,
+        rows: int,
+        k: int,
+        num_classes: int,
+        logits_dtype: str = "float32",
+        temperature: float | None = None,
+    ) -> None:
         if logits_dtype not in LOGITS_DTYPES:
             raise CacheError(f"logits dtype must be one of {', '.join(LOGITS_DTYPES)}; got {logits_dtype!r}")
         self.rows, self.k, self.num_classes, self.logits_dtype = rows, k, num_classes, logits_dtype
+        self.temperature = temperature
         self.index_dtype = "int16" if num_classes <= np.iinfo(np.int16).max + 1 else "int32"
+        self.index_bits = index_bits(num_classes)
+        row_bytes = -(-k * self.index_bits // 8)
+        self.packed = (
+            logits_dtype == "float16"
+            and self.index_bits <= _MAX_PACKED_BITS
+            and row_bytes < k * np.dtype(self.index_dtype).itemsize
+        )
+        indices: tuple[np.dtype, tuple[int, ...]] = (np.dtype(self.index_dtype), (rows, k))
+        if self.packed:
+            self.index_dtype = f"packed{self.index_bits}"
+            indices = (np.dtype("uint8"), (rows, row_bytes))
+        stats_dtype = np.dtype("float16" if logits_dtype == "float16" else "float32")
         self.blocks: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = {}
         offset = 0
         for name, dtype, shape in (
-            ("indices", np.dtype(self.index_dtype), (rows, k)),
+            ("indices", *indices),
             ("logits", np.dtype(logits_dtype), (rows, k)),
-            ("stats", np.dtype("float32"), (rows, len(STATS))),
+            ("stats", stats_dtype, (rows, len(STATS))),
         ):
             self.blocks[name] = (offset, dtype, shape)
             offset += -(-(dtype.itemsize * math.prod(shape)) // _ALIGN) * _ALIGN
@@ -208,21 +321,82 @@ class CacheLayout:
         """Stored bytes per (sample, epoch), padding left out."""
         return sum(dtype.itemsize * math.prod(shape[1:]) for _, dtype, shape in self.blocks.values())
 
+    @property
+    def stats_columns(self) -> list[str]:
+        """What the columns of the statistics block hold."""
+        if self.logits_dtype == "float16":
+            return ["lse_t - lse_k_t", "lse_1 - lse_k_1", "entropy", "log_p_label"]
+        return list(STATS)
+
     def describe(self) -> dict[str, Any]:
         """Plain-data form for the header."""
-        return {
+        described = {
             name: {"offset": offset, "dtype": dtype.name, "shape": list(shape)}
             for name, (offset, dtype, shape) in self.blocks.items()
         }
+        if self.packed:
+            described["indices"]["bits"] = self.index_bits
+        return described
+
+    def header_entries(self) -> dict[str, Any]:
+        """What a cache header records about the layout (the float16 layout's version is sealed with it)."""
+        entries = {
+            "index_dtype": self.index_dtype,
+            "bytes_per_sample": self.bytes_per_sample,
+            "epoch_bytes": self.epoch_bytes,
+            "layout": self.describe(),
+            "stats_columns": self.stats_columns,
+        }
+        if self.logits_dtype == "float16":
+            entries["float16_layout"] = FLOAT16_LAYOUT
+        return entries
+
+    def _temperature(self) -> float:
+        if self.temperature is None:
+            raise CacheError("the float16 cache layout needs the cache's temperature (CacheLayout(temperature=...))")
+        return self.temperature
 
     def encode(self, indices: torch.Tensor, logits: torch.Tensor, stats: torch.Tensor) -> bytes:
-        """The bytes of one epoch file from the (rows, K) indices and logits and the (rows, 4) statistics."""
+        """The bytes of one epoch file from the (rows, K) indices and logits and the (rows, 4) statistics
+        ``[lse at T, lse at 1, entropy, log p(label)]``.
+
+        Raises:
+            CacheError: in the float16 layout, a finite logit beyond float16's range (+-65504), or an index that
+                cannot be packed.
+        """
+        arrays = {name: t.detach().cpu().numpy() for name, t in (("indices", indices), ("logits", logits))}
+        arrays["stats"] = stats.detach().cpu().numpy()
+        if self.logits_dtype == "float16":
+            arrays.update(self._float16_blocks(**arrays))
         buf = bytearray(self.payload_bytes)
-        for name, tensor in (("indices", indices), ("logits", logits), ("stats", stats)):
+        for name, array in arrays.items():
             offset, dtype, shape = self.blocks[name]
             view = np.frombuffer(buf, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
-            view[...] = tensor.detach().cpu().numpy().astype(dtype, copy=False)
+            view[...] = array.astype(dtype, copy=False)
         return bytes(buf)
+
+    def _float16_blocks(self, indices: np.ndarray, logits: np.ndarray, stats: np.ndarray) -> dict[str, np.ndarray]:
+        finite = np.isfinite(logits)
+        if bool((np.abs(logits[finite]) > _FLOAT16_MAX).any()):
+            biggest = float(np.abs(logits[finite]).max())
+            raise CacheError(
+                f"a teacher logit of magnitude {biggest:g} does not fit float16 (at most {_FLOAT16_MAX:g}); "
+                "build the cache with --dtype float32"
+            )
+        half = logits.astype(np.float16)
+        rel = torch.from_numpy(stats.astype(np.float32, copy=True))
+        rel[:, :2] -= self._lse_offsets(torch.from_numpy(half))
+        rel[:, 3].clamp_(min=-_FLOAT16_MAX)  # p(label) below exp(-65504) is 0 in float32 already
+        blocks = {"logits": half, "stats": rel.numpy()}
+        if self.packed:
+            blocks["indices"] = pack_indices(indices, self.index_bits)
+        return blocks
+
+    def _lse_offsets(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(rows, 2)`` log-sum-exps of the K stored logits at T and at 1, in float32 (writer and reader share
+        this function, so a stored difference comes back as the number it was)."""
+        logits = logits.to(torch.float32)
+        return torch.stack([logsumexp_at(logits, self._temperature()), logsumexp_at(logits, 1.0)], dim=1)
 
     def open(self, path: Path) -> dict[str, np.ndarray]:
         """The three blocks of an epoch file as copy-on-write memory maps (nothing is read until used)."""
@@ -230,6 +404,28 @@ class CacheLayout:
             name: np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=shape)
             for name, (offset, dtype, shape) in self.blocks.items()
         }
+
+    def decode(self, blocks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The opened blocks as the reader serves them: indices ``(rows, K)``, logits ``(rows, K)`` and float32
+        statistics ``[lse at T, lse at 1, entropy, log p(label)]``.
+
+        The float32 layout is returned as it is (memory maps). The float16 layout is decoded once for the whole
+        epoch when it is opened, which the load check needs anyway: indices unpacked (int16 up to 32,768
+        classes), the log-sum-exps restored (float32), the logits left as float16 memory maps. A lookup then
+        gathers its rows as from the float32 layout, at no extra cost per batch; the epoch takes
+        ``(2 or 4) K + 2 K + 16`` bytes per row in memory, on disk the layout's.
+        """
+        if self.logits_dtype == "float32":
+            return dict(blocks)
+        logits = blocks["logits"]
+        stats = np.array(blocks["stats"], dtype=np.float32)
+        for start in range(0, len(stats), 1 << 16):  # slices keep the float32 temporaries small
+            part = slice(start, start + (1 << 16))
+            stats[part, :2] += self._lse_offsets(torch.from_numpy(np.ascontiguousarray(logits[part]))).numpy()
+        indices = blocks["indices"]
+        if self.packed:
+            indices = unpack_indices(indices, self.k, self.index_bits)
+        return {"indices": indices, "logits": logits, "stats": stats}
 
 
 def epoch_path(root: str | Path, epoch: int) -> Path:
@@ -257,16 +453,29 @@ def _read_header(root: Path) -> dict[str, Any]:
     missing = [k for k in ("key", "k", "temperature", "num_classes", "rows", "logits_dtype") if k not in header]
     if missing:
         raise CacheError(f"{path}: damaged cache header (no {', '.join(missing)})")
+    if header["logits_dtype"] == "float16" and header.get("float16_layout") != FLOAT16_LAYOUT:
+        raise CacheError(
+            f"{path}: a float16 cache in another layout (float16_layout={header.get('float16_layout')!r}; this augkd "
+            f"reads {FLOAT16_LAYOUT}, older ones wrote none): delete it and build it again"
+        )
     return header
 
 
 def _layout_of(header: Mapping[str, Any]) -> CacheLayout:
-    return CacheLayout(int(header["rows"]), int(header["k"]), int(header["num_classes"]), header["logits_dtype"])
+    return CacheLayout(
+        int(header["rows"]),
+        int(header["k"]),
+        int(header["num_classes"]),
+        header["logits_dtype"],
+        float(header["temperature"]),
+    )
 
 
 def cache_identity(header: Mapping[str, Any]) -> dict[str, Any]:
-    """What decides an epoch file's bytes (the key, K, T, classes, rows, logits dtype): sealed into every file."""
-    return {name: json.loads(json.dumps(header[name])) for name in IDENTITY}
+    """What decides an epoch file's bytes (the key, K, T, classes, rows, logits dtype, and the float16 layout's
+    version where the header has one): sealed into every file."""
+    names = [*IDENTITY, *(name for name in LAYOUT_IDENTITY if name in header)]
+    return {name: json.loads(json.dumps(header[name])) for name in names}
 
 
 def _check_epoch_file(path: Path, header: Mapping[str, Any], epoch: int, contents: bool) -> None:
@@ -334,8 +543,8 @@ def prepare_cache_dir(
     header = {"format": CACHE_FORMAT, **header}
     if (root / HEADER).exists():
         old = _read_header(root)
-        for field in IDENTITY:
-            if old[field] != json.loads(json.dumps(header[field])):
+        for field in [*IDENTITY, *LAYOUT_IDENTITY]:
+            if old.get(field) != json.loads(json.dumps(header.get(field))):
                 what = field
                 if field == "key":
                     name = _key_differences(old["key"], header["key"])[0]
@@ -394,7 +603,8 @@ def write_epoch(
 def validate_epoch(path: Path, blocks: Mapping[str, np.ndarray], num_classes: int) -> None:
     """Check the values of an opened epoch file: what a sealed file from a faulty writer could still get wrong.
 
-    Class indices must lie in ``[0, num_classes)`` and differ within a row (a top-K list), logits and statistics
+    ``blocks`` are decoded (:meth:`CacheLayout.decode`: unpacked indices, restored log-sum-exps). Class indices
+    must lie in ``[0, num_classes)`` and differ within a row (a top-K list), logits and statistics
     must be finite, and a row's logits must not increase (top-K order).
 
     Raises:
@@ -433,6 +643,8 @@ class TeacherCache:
 
     The epoch in use is memory-mapped (on the CPU rows are read on demand; on a GPU the epoch's few bytes per
     sample are copied to the device once per epoch), so a lookup is a gather: no teacher, no file I/O per step.
+    A float16 epoch is decoded once when it is opened (:meth:`CacheLayout.decode`), so its lookups are the same
+    gather.
     Each rank of a distributed run reads only its own rows.
 
     Args:
@@ -548,7 +760,7 @@ class TeacherCache:
             _check_epoch_file(path, self.header, epoch, contents=epoch not in self._verified)
         except SealError as exc:
             raise CacheError(f"{exc} (epoch {epoch}; run `augkd teacher-cache` again to rebuild it)") from None
-        arrays = self.layout.open(path)
+        arrays = self.layout.decode(self.layout.open(path))
         if epoch not in self._verified:
             validate_epoch(path, arrays, int(self.header["num_classes"]))
             self._verified.add(epoch)

@@ -71,7 +71,8 @@ def write_teacher_cache(
         epochs: epochs to cover.
         k: classes kept per image; any run with ``kd.k <= k`` can use the cache.
         temperature: the temperature the ``partial`` log-sum-exp is stored at.
-        logits_dtype: ``float32`` (exact) or ``float16`` (smaller, see the README for the loss difference).
+        logits_dtype: ``float32`` (exact) or ``float16`` (the smaller layout of
+            :class:`~augkd.distill.cache.CacheLayout`; see the README for the loss difference).
         provenance: extra header entries (teacher path, device, version, ...), not compared.
         quiet: no log lines and no progress bar.
         progress: show a progress bar (default: when not quiet and stderr is a terminal).
@@ -92,7 +93,7 @@ def write_teacher_cache(
         raise CacheError(f"--epochs must be >= 1; got {epochs}")
     if not 1 <= k <= num_classes:
         raise CacheError(f"--k must be in [1, {num_classes}] (the classes of the data); got {k}")
-    layout = CacheLayout(len(train_set), k, num_classes, logits_dtype)
+    layout = CacheLayout(len(train_set), k, num_classes, logits_dtype, temperature)
     header = {
         "key": cache_key(pipeline.replay_key(), dataset_fingerprint(train_set), amp_dtype, teacher_id),
         "k": k,
@@ -100,11 +101,7 @@ def write_teacher_cache(
         "num_classes": num_classes,
         "rows": len(train_set),
         "logits_dtype": logits_dtype,
-        "index_dtype": layout.index_dtype,
-        "bytes_per_sample": layout.bytes_per_sample,
-        "epoch_bytes": layout.epoch_bytes,
-        "layout": layout.describe(),
-        "stats_columns": ["lse_t", "lse_1", "entropy", "log_p_label"],
+        **layout.header_entries(),
         "dataset": describe_dataset_for_cache(train_set),
         "batch_size": loader.batch_size,
         "device": str(device),

@@ -13,7 +13,10 @@ From that it reports
   and input pipelines; 1.0 = perfectly linear, which DDP approaches for these convolutional nets but never
   passes);
 - **wall time**: ``epochs`` passes over the training set (full global batches, as the loader drops the last
-  partial one) plus the configured evaluation passes.
+  partial one) plus the configured evaluation passes;
+- **teacher cache size**: the epoch files ``augkd teacher-cache`` would write for this run (its training set,
+  epochs and ``kd.k``) in both layouts, and, for scale, for ImageNet-1k over 300 epochs at K=10 (no
+  calibration: the sizes follow from :class:`~augkd.distill.cache.CacheLayout`).
 
 The dataset size comes from the config's data (scanned, not decoded) or, when it is absent, from the known
 sizes of CIFAR and ImageNet-1k (said so in the notes). Numbers measured on a CPU predict nothing about a GPU:
@@ -32,6 +35,7 @@ from typing import Any
 import torch
 
 from augkd.data import DeviceLoader, InMemoryDataset, describe_dataset
+from augkd.distill.cache import LOGITS_DTYPES, CacheLayout
 from augkd.models import count_parameters
 from augkd.train.build import RunError, resolve_device
 from augkd.train.config import TrainConfig
@@ -44,7 +48,7 @@ from augkd.train.dryrun import (
 )
 from augkd.train.loop import evaluate, setup_run, train_one_epoch
 
-__all__ = ["KNOWN_SIZES", "data_sizes", "format_plan", "plan"]
+__all__ = ["KNOWN_SIZES", "data_sizes", "format_plan", "plan", "teacher_cache_size"]
 
 #: (train images, eval images, classes) of datasets whose size is known without their files.
 KNOWN_SIZES: dict[str, tuple[int, int, int]] = {
@@ -86,6 +90,27 @@ def data_sizes(cfg: TrainConfig) -> dict[str, Any]:
     if data.test_subset_per_class:
         test = min(test, data.test_subset_per_class * classes)
     return {"train_images": train, "eval_images": test, "num_classes": classes, "source": source}
+
+
+#: The reference teacher cache ``augkd plan`` prints beside the run's: ImageNet-1k, 300 epochs, K=10.
+REFERENCE_CACHE = {
+    "name": "ImageNet-1k",
+    "rows": KNOWN_SIZES["imagenet"][0],
+    "epochs": 300,
+    "k": 10,
+    "num_classes": KNOWN_SIZES["imagenet"][2],
+}
+
+
+def teacher_cache_size(rows: int, epochs: int, k: int, num_classes: int) -> dict[str, Any]:
+    """Bytes of a teacher cache's epoch files in each layout: ``{"rows", "epochs", "k", "num_classes",
+    "float32": {"bytes_per_sample", "bytes"}, "float16": {...}}`` (``bytes``: ``epochs`` sealed epoch files, as
+    ``augkd teacher-cache`` reports them; the header and ``sample_ids.npy`` add about ``8 * rows``)."""
+    sizes: dict[str, Any] = {"rows": rows, "epochs": epochs, "k": k, "num_classes": num_classes}
+    for dtype in LOGITS_DTYPES:
+        layout = CacheLayout(rows, k, num_classes, dtype)
+        sizes[dtype] = {"bytes_per_sample": layout.bytes_per_sample, "bytes": epochs * layout.epoch_bytes}
+    return sizes
 
 
 def _class_names(cfg: TrainConfig, num_classes: int) -> list[str]:
@@ -261,6 +286,20 @@ def plan(
         "eval_pass_s": eval_pass_s,
         "wall_time_s": total_s,
         "device_hours": total_s * gpus / 3600.0,
+        "teacher_cache": {
+            "run": teacher_cache_size(
+                sizes["train_images"], cfg.epochs, min(cfg.kd.k, sizes["num_classes"]), sizes["num_classes"]
+            ),
+            "reference": {
+                "name": REFERENCE_CACHE["name"],
+                **teacher_cache_size(
+                    REFERENCE_CACHE["rows"],
+                    REFERENCE_CACHE["epochs"],
+                    REFERENCE_CACHE["k"],
+                    REFERENCE_CACHE["num_classes"],
+                ),
+            },
+        },
         "notes": notes,
     }
 
@@ -277,6 +316,22 @@ def _duration(seconds: float) -> str:
     if seconds < 3 * 86400:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _cache_line(c: dict[str, Any]) -> str:
+    """``13.6 MB in float32 (34 B per sample-epoch), 6.4 MB in float16 (16 B)``."""
+    f32, f16 = c["float32"], c["float16"]
+    return (
+        f"{_size(f32['bytes'])} in float32 ({f32['bytes_per_sample']} B per sample-epoch), "
+        f"{_size(f16['bytes'])} in float16 ({f16['bytes_per_sample']} B)"
+    )
 
 
 def format_plan(p: dict[str, Any]) -> str:
@@ -297,6 +352,13 @@ def format_plan(p: dict[str, Any]) -> str:
         f"  wall time: {p['epochs']} epochs x {p['steps_per_epoch']:,} steps = {_duration(p['epochs'] * p['epoch_s'])}"
         f" training + {p['eval_passes']} evaluations x {_duration(p['eval_pass_s'])} = "
         f"{_duration(p['wall_time_s'])} ({p['device_hours']:,.1f} device-hours)",
+    ]
+    run, ref = p["teacher_cache"]["run"], p["teacher_cache"]["reference"]
+    lines += [
+        f"  teacher cache of this run (K={run['k']}, {run['rows']:,} images x {run['epochs']} epochs): "
+        f"{_cache_line(run)}",
+        f"  teacher cache for {ref['name']} ({ref['rows']:,} images x {ref['epochs']} epochs, K={ref['k']}): "
+        f"{_cache_line(ref)}",
     ]
     lines += [f"  note: {n}" for n in p["notes"]]
     return "\n".join(lines)
