@@ -10,6 +10,8 @@ Settings:
 - ``spin-1``: ``threads=1``.
 - ``passive-2``: one thread per core with ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep instead of
   spinning), what the ``augkd`` command sets now before torch is imported.
+- ``default-2``: no variable set (libgomp spins about 300,000 iterations, then sleeps).
+- ``spin10k-2``, ``spin100k-2``: ``GOMP_SPINCOUNT`` of 10,000 and 100,000 (a bounded spin, then sleep).
 
 Usage:
     python benchmarks/shared_cpu.py --out results/shared-cpu/shared-cpu.json
@@ -32,6 +34,9 @@ SETTINGS: dict[str, tuple[dict[str, str], int]] = {
     "spin-2": ({"OMP_WAIT_POLICY": "ACTIVE"}, 0),
     "spin-1": ({"OMP_WAIT_POLICY": "ACTIVE"}, 1),
     "passive-2": ({"OMP_WAIT_POLICY": "PASSIVE"}, 0),
+    "default-2": ({}, 0),  # libgomp's own default: spin about 300,000 iterations, then sleep
+    "spin10k-2": ({"GOMP_SPINCOUNT": "10000"}, 0),  # a short spin, then sleep
+    "spin100k-2": ({"GOMP_SPINCOUNT": "100000"}, 0),
 }
 
 
