@@ -52,8 +52,9 @@ def test_config_typo_is_one_line(capsys):
     assert "unknown config key 'optim.lrr'" in err and "optim.lr" in err
 
 
-def test_unknown_model_is_one_line(capsys, tmp_path):
-    err = _error(capsys, ["train", f"out_dir={tmp_path}", "model.name=resnet_9000"])
+def test_unknown_model_is_one_line(capsys, tmp_path, cifar10_zip, cache_dir):
+    data = [f"data.root={cifar10_zip}", f"data.cache_dir={cache_dir}"]  # found from any working folder
+    err = _error(capsys, ["train", f"out_dir={tmp_path}", *data, "model.name=resnet_9000"])
     assert "unknown model 'resnet_9000'" in err
 
 
