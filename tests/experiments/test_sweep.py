@@ -187,6 +187,10 @@ def test_group_caches_shares_one_cache_per_augmentation_stream(tmp_path, tiny_ov
         assert len(group.runs) == 4 and group.k == 3 and group.folder.parent == tmp_path / "caches"
         points = {tuple(r.split("_")[i] for i in (0, 4)) for r in group.runs}
         assert len(points) == 1, points  # one magnitude, one seed
+    # With a fixed data_seed the run seed only draws the initialization: one cache per magnitude for both seeds.
+    runs = plan_sweep(None, axes, [0, 1], [*overrides, "data_seed=7"], tmp_path)
+    distinct = {id(g): g for g in group_caches(None, runs, tmp_path).values()}.values()
+    assert len(distinct) == 2 and all(len(g.runs) == 8 for g in distinct)
 
 
 def test_sweep_with_cache_equals_live_teacher_runs(sweep_dir: Path, tmp_path, tiny_overrides, tiny_teacher) -> None:

@@ -92,3 +92,24 @@ def test_named_streams_are_pure_functions_of_their_key():
     assert len(seeds) == 6 and rng.stream_seed(7, "epoch_seed", 2, 1) in seeds
     with pytest.raises(ValueError, match="unknown random stream 'dropout'"):
         rng.stream_seed(7, "dropout")
+
+
+def test_data_seed_keeps_the_augmented_stream_while_seed_varies_the_initialization(tmp_path, base):
+    """``data_seed`` splits the run seed: the batches (order, crop, policy) follow it, the initial weights and
+    dropout follow ``seed``; unset, it is the run seed and nothing changes (keys and batches as before)."""
+
+    def first_batches(*extra: str) -> tuple[dict, list[torch.Tensor], dict[str, torch.Tensor]]:
+        cfg = load_config(TrainConfig, None, [f"out_dir={tmp_path}", *base, *extra])
+        run = loop.setup_run(cfg, quiet=True)
+        batches = [b.images.clone() for _, b in zip(range(2), run.pipeline.batches(run.train_loader, 1), strict=False)]
+        return build.pipeline_key(cfg), batches, {k: v.clone() for k, v in run.model.state_dict().items()}
+
+    key0, batches0, weights0 = first_batches("seed=0")
+    key0b, batches0b, _ = first_batches("seed=0", "data_seed=-1")
+    assert key0 == key0b and all(torch.equal(a, b) for a, b in zip(batches0, batches0b, strict=True))
+    key1, batches1, weights1 = first_batches("seed=1", "data_seed=0")
+    assert key1 == key0 and all(torch.equal(a, b) for a, b in zip(batches0, batches1, strict=True))
+    assert any(not torch.equal(weights0[k], weights1[k]) for k in weights0)  # another initialization
+    key2, batches2, weights2 = first_batches("seed=0", "data_seed=5")
+    assert key2 != key0 and not torch.equal(batches2[0], batches0[0])
+    assert all(torch.equal(weights0[k], weights2[k]) for k in weights0)  # the same initialization

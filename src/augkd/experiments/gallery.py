@@ -126,7 +126,7 @@ def mixed_training_images(
         raise ValueError("a mix gallery needs augment.mixup=ALPHA and/or augment.cutmix=ALPHA")
     identity = Normalize((0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255))  # x * 1: the uint8 values as floats
     pipeline = build_pipeline(cfg, identity)
-    loader = DeviceLoader(train_set, min(n, len(train_set)), shuffle=True, seed=cfg.seed)
+    loader = DeviceLoader(train_set, min(n, len(train_set)), shuffle=True, seed=cfg.stream_seed)
     batch = next(iter(pipeline.batches(loader, epoch)))
     targets = batch.targets
     if targets is None:  # an epoch without mixing (augment.off_last_epochs)

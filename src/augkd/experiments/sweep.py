@@ -16,7 +16,9 @@ With ``cache=True`` (``augkd sweep --cache``) the KD runs with a live teacher sh
 (:mod:`augkd.distill.cache`): runs whose configs differ only in what the teacher's answers do not depend on (KD
 loss settings, the student model, the optimizer, EMA, evaluation and naming) form one group, whose cache is built
 once with ``augkd teacher-cache`` (at the largest ``kd.k`` of the group) by the first of its runs to start, and
-every run of the group trains from it (``kd.cache=...``). Runs without KD never wait for a cache.
+every run of the group trains from it (``kd.cache=...``). Runs without KD never wait for a cache. With a fixed
+``data_seed`` the initialization seed does not change the augmented stream either, so a grid over ``--seeds``
+shares one cache per point instead of one per seed.
 """
 
 from __future__ import annotations
@@ -235,6 +237,8 @@ def _stream_key(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     walk("", cfg_dict)
     partial = flat.get("kd.mode") == "partial"
     irrelevant = CACHE_IRRELEVANT if partial else (*CACHE_IRRELEVANT, "kd.temperature", "kd.mode")
+    if flat.get("data_seed", -1) >= 0:  # `seed` then draws only the initialization and dropout
+        irrelevant = (*irrelevant, "seed")
     return {
         k: v for k, v in flat.items() if not any(k == r or (r.endswith(".") and k.startswith(r)) for r in irrelevant)
     }

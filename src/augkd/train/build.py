@@ -108,12 +108,12 @@ def build_train_augment(cfg: TrainConfig) -> TrainAugment:
     base = build_base_augment(
         "none" if cfg.data.loader == "stream" else cfg.data.base_aug,
         cfg.data.image_size,
-        seed=cfg.seed,
+        seed=cfg.stream_seed,
         padding=cfg.data.crop_padding,
         scale_min=cfg.data.rrc_scale_min,
     )
-    policy = build_policy(cfg.augment.spec(), cfg.data.image_size, seed=cfg.seed, fill=cfg.augment.fill)
-    post = Cutout(cfg.augment.cutout, seed=cfg.seed, fill=cfg.augment.fill) if cfg.augment.cutout else None
+    policy = build_policy(cfg.augment.spec(), cfg.data.image_size, seed=cfg.stream_seed, fill=cfg.augment.fill)
+    post = Cutout(cfg.augment.cutout, seed=cfg.stream_seed, fill=cfg.augment.fill) if cfg.augment.cutout else None
     policy_epochs = cfg.epochs - cfg.augment.off_last_epochs if cfg.augment.off_last_epochs else None
     return TrainAugment(base, policy, post, policy_epochs)
 
@@ -128,7 +128,7 @@ def _mix_stage(cfg: TrainConfig) -> nn.Module | None:
     aug = cfg.augment
     if not aug.mixes:
         return None
-    mixer = Mixer(aug.mixup, aug.cutmix, aug.mix_prob, aug.mix_switch_prob, seed=cfg.seed)
+    mixer = Mixer(aug.mixup, aug.cutmix, aug.mix_prob, aug.mix_switch_prob, seed=cfg.stream_seed)
     return MixStage(mixer, cfg.epochs - aug.off_last_epochs if aug.off_last_epochs else None)
 
 
@@ -237,7 +237,7 @@ def build_components(
     if cfg.data.loader == "stream" and datasets is None and loaders:  # JPEGs decoded per batch by workers
         if "train" in loaders:
             train_loader, eval_loader = build_stream_loaders(
-                cfg.data, batch_size, eval_batch, seed=cfg.seed, device=device, **shard
+                cfg.data, batch_size, eval_batch, seed=cfg.stream_seed, device=device, **shard
             )
         else:
             eval_loader = build_stream_eval_loader(cfg.data, eval_batch, device)
@@ -247,7 +247,7 @@ def build_components(
         train_set, eval_set = datasets if datasets is not None else _build_datasets_in_turn(cfg, env, quiet)
         if "train" in loaders:
             train_loader = DeviceLoader(
-                train_set, batch_size, shuffle=True, drop_last=True, seed=cfg.seed, device=device, **shard
+                train_set, batch_size, shuffle=True, drop_last=True, seed=cfg.stream_seed, device=device, **shard
             )
         if "eval" in loaders:
             eval_loader = DeviceLoader(

@@ -378,6 +378,10 @@ class TrainConfig:
     """Parent folder of run folders."""
     seed: int = 0
     """Seed of everything random: initialization, shuffling, augmentation (replayable per sample)."""
+    data_seed: int = -1
+    """Seed of the data stream only: the epoch order, the device-side crop/flip, the policy's draws, Cutout and
+    Mixup/CutMix; -1 (default): ``seed``. Set it to keep one augmented stream while ``seed`` varies the
+    initialization (and dropout): runs that differ only in ``seed`` then share one teacher cache."""
     epochs: int = 10
     """Training epochs."""
     batch_size: int = 128
@@ -417,6 +421,11 @@ class TrainConfig:
     log: LogConfig = field(default_factory=LogConfig)
     """Extra log sinks (``log.tensorboard``)."""
 
+    @property
+    def stream_seed(self) -> int:
+        """The seed of the data stream (order and augmentation): ``data_seed``, or ``seed`` when it is -1."""
+        return self.seed if self.data_seed < 0 else self.data_seed
+
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
             if getattr(self, key) < 1:
@@ -437,6 +446,8 @@ class TrainConfig:
             )
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed must be in [0, 2**32); got {self.seed!r}")
+        if not -1 <= self.data_seed < 2**32:
+            raise ValueError(f"data_seed must be -1 (the run's seed) or in [0, 2**32); got {self.data_seed!r}")
         if not 0 <= self.threads <= 4096:
             raise ValueError(f"threads must be in [0, 4096]; got {self.threads!r}")
         if self.amp not in AMP_MODES:

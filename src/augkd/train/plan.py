@@ -226,7 +226,9 @@ def plan(
         install_stand_in_teacher(cfg, run, notes)
     if warmup:
         train_one_epoch(run, 0, progress=False)
-    run.train_loader = DeviceLoader(timed_set, per_device, shuffle=True, drop_last=True, seed=cfg.seed, device=device)
+    run.train_loader = DeviceLoader(
+        timed_set, per_device, shuffle=True, drop_last=True, seed=cfg.stream_seed, device=device
+    )
     _sync(device)
     t0 = time.perf_counter()
     train_one_epoch(run, 1, progress=False)

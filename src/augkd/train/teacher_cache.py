@@ -101,7 +101,7 @@ def _build_teacher_cache(
     except (ValueError, CheckpointError) as exc:  # TeacherError, WeightsError: one line each
         raise RunError(f"teacher: {exc}") from None
     # The training loader's batches, plus the remainder a drop_last epoch leaves out.
-    loader = DeviceLoader(parts.train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, device=parts.device)
+    loader = DeviceLoader(parts.train_set, cfg.batch_size, shuffle=True, seed=cfg.stream_seed, device=parts.device)
     provenance = {"teacher_path": str(teacher_path), "channels_last": cfg.channels_last}
     if spec.source != "checkpoint":
         provenance["teacher_weights"] = cfg.kd.teacher_weights
