@@ -186,7 +186,13 @@ def test_config_keys_and_their_errors(timm_teacher, tmp_path):
     assert spec.class_map == "auto" and spec.download
     assert spec.norm == ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     assert teacher_spec(cfg("kd.teacher=timm:x", "kd.teacher_weights=w", "kd.teacher_norm=imagenet")).norm == IMAGENET
+    # One override names the network and its file: timm:NAME@FILE is the two keys, down to the cache's key.
+    one = teacher_spec(cfg(f"kd.teacher=timm:test_resnet@{weights}", "kd.class_map=auto"))
+    two = teacher_spec(cfg("kd.teacher=timm:test_resnet", f"kd.teacher_weights={weights}", "kd.class_map=auto"))
+    assert one == two and teacher_fingerprint(one) == teacher_fingerprint(two)
     bad = {
+        ("kd.teacher=timm:test_resnet@a.pth", "kd.teacher_weights=b.pth"): "names the weights 'a.pth'",
+        ("kd.teacher=timm:test_resnet@",): "expected timm:NAME@FILE",
         ("kd.teacher=timm:test_resnet",): "needs kd.teacher_weights=FILE",
         ("kd.teacher=runs/t/best.pt", "kd.teacher_weights=w.pth"): "kd.teacher_weights is for kd.teacher=timm:NAME",
         ("kd.teacher_norm=0.5,0.5/0.5,0.5",): "3 means and 3 positive stds",

@@ -176,12 +176,28 @@ class TeacherSpec:
 
 def parse_teacher(spec: str | Path | TeacherSpec, **options: Any) -> TeacherSpec:
     """The :class:`TeacherSpec` of a ``kd.teacher`` value: ``<source>:<ref>`` names a registered source, anything
-    else is the path of an augkd run checkpoint (source ``checkpoint``); ``options`` fill the other fields."""
+    else is the path of an augkd run checkpoint (source ``checkpoint``); ``options`` fill the other fields. A
+    library teacher may carry its weight file: ``timm:resnet50@resnet50.safetensors`` is ``timm:resnet50`` with
+    ``kd.teacher_weights=resnet50.safetensors``.
+
+    Raises:
+        TeacherError: ``NAME@`` without a file, or a file that differs from ``kd.teacher_weights``.
+    """
     if isinstance(spec, TeacherSpec):
         return replace(spec, **options) if options else spec
     source, sep, ref = str(spec).partition(":")
     if not (sep and source in TEACHER_SOURCES and source != "checkpoint"):
         source, ref = "checkpoint", str(spec)
+    elif "@" in ref:  # timm:NAME@FILE: the network and its weight file in one value
+        ref, _, weights = ref.partition("@")
+        given = options.get("weights")
+        if not ref or not weights:
+            raise TeacherError(f"kd.teacher={spec}: expected {source}:NAME@FILE (or kd.teacher_weights=FILE)")
+        if given and given != weights:
+            raise TeacherError(
+                f"kd.teacher={spec} names the weights {weights!r}, kd.teacher_weights {given!r}: give one"
+            )
+        options = {**options, "weights": weights}
     return TeacherSpec(source, ref, **options)
 
 

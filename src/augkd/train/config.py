@@ -304,11 +304,12 @@ class KdConfig:
                 f"kd.teacher_size must be 0 (the source's own) or at least 8 pixels; got {self.teacher_size!r}"
             )
         self.teacher_norm_values()  # a bad value fails here, naming the key
-        library = parse_teacher(self.teacher).source != "checkpoint" if self.teacher else False
-        if library and not self.teacher_weights:
+        spec = parse_teacher(self.teacher, weights=self.teacher_weights) if self.teacher else None
+        library = spec is not None and spec.source != "checkpoint"
+        if library and not spec.weights:
             raise ValueError(
                 f"kd.teacher={self.teacher} needs kd.teacher_weights=FILE (.safetensors, .pth) or "
-                "kd.teacher_weights=pretrained"
+                f"kd.teacher_weights=pretrained (or kd.teacher={self.teacher}@FILE)"
             )
         if self.teacher_weights and self.teacher and not library:
             raise ValueError("kd.teacher_weights is for kd.teacher=timm:NAME or torchvision:NAME teachers")
