@@ -92,6 +92,14 @@ def _apply(root: Path, fault: str, split: str, cls: str, rng: np.random.Generato
         os.symlink("zz-loop", root / split / "zz-loop")
 
 
+def _zip(tree: Path, path: Path, method: int = zipfile.ZIP_STORED) -> Path:
+    """``tree`` as a zip archive at ``path`` (members relative to ``tree``)."""
+    with zipfile.ZipFile(path, "w", compression=method) as zf:
+        for f in sorted(tree.rglob("*")):
+            zf.write(f, f.relative_to(tree).as_posix())
+    return path
+
+
 def _damage_bytes(data: bytes, fault: str, rng: np.random.Generator) -> bytes:
     buf = bytearray(data)
     if not buf:
@@ -174,10 +182,7 @@ def test_damaged_trees_archives_and_caches_end_in_one_line(jpegs, data) -> None:
         elif family == "archive":
             fault = data.draw(st.sampled_from(ARCHIVE_FAULTS), label="fault")
             method = data.draw(st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED]), label="method")
-            zipped = tmp / "set.zip"
-            with zipfile.ZipFile(zipped, "w", compression=method) as zf:
-                for f in sorted(root.rglob("*")):
-                    zf.write(f, f.relative_to(root).as_posix())
+            zipped = _zip(root, tmp / "set.zip", method)
             zipped.write_bytes(_damage_bytes(zipped.read_bytes(), fault, rng))
             root, what = zipped, f"archive {fault}"
         else:
@@ -200,10 +205,7 @@ def test_damaged_trees_archives_and_caches_end_in_one_line(jpegs, data) -> None:
 def test_sigterm_while_unzipping_removes_the_temporary_folder(tmp_path, make_tree) -> None:
     """SIGTERM mid-extraction: exit status 143 and no half-extracted folder left behind."""
     tree = make_tree(per_class=4)
-    zipped = tmp_path / "set.zip"
-    with zipfile.ZipFile(zipped, "w") as zf:
-        for f in sorted(tree.rglob("*")):
-            zf.write(f, f.relative_to(tree).as_posix())
+    zipped = _zip(tree, tmp_path / "set.zip")
     cache = tmp_path / "cache"
     script = (
         "import os, signal, sys, zipfile\n"
@@ -227,10 +229,7 @@ def test_sigterm_while_unzipping_removes_the_temporary_folder(tmp_path, make_tre
 
 def test_a_folder_left_by_a_killed_extraction_is_removed_by_the_next(tmp_path, make_tree) -> None:
     tree = make_tree(per_class=2)
-    zipped = tmp_path / "set.zip"
-    with zipfile.ZipFile(zipped, "w") as zf:
-        for f in sorted(tree.rglob("*")):
-            zf.write(f, f.relative_to(tree).as_posix())
+    zipped = _zip(tree, tmp_path / "set.zip")
     cache = tmp_path / "cache"
     target = extract_archive(zipped, cache)
     shutil.rmtree(target)

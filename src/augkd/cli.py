@@ -754,10 +754,9 @@ def _one_line(exc: BaseException) -> str:
     (``Too many levels of symbolic links: data/a/x.png``) rather than ``[Errno 40] ...``."""
     if isinstance(exc, OSError) and exc.strerror:
         files = [str(f) for f in (exc.filename, exc.filename2) if f is not None and str(f) not in exc.strerror]
-        return f"{exc.strerror}: {' -> '.join(files)}" if files else exc.strerror
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in msg:
-        msg = f"{msg}: {exc.filename}"
+        msg = f"{exc.strerror}: {' -> '.join(files)}" if files else exc.strerror
+    else:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return msg if len(msg) <= 600 else msg[:597] + "..."  # a message that quotes a damaged file's bytes
 
 

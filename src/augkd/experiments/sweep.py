@@ -38,9 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from augkd.config import describe_changes
+from augkd.config import ConfigError, describe_changes
 from augkd.io import atomic_write_text
 
 __all__ = [
@@ -307,7 +305,7 @@ def stale_runs(runs: Sequence[SweepRun], out: Path) -> dict[str, dict[str, tuple
     change (:data:`~augkd.train.config.RESUME_MAY_CHANGE`). ``kd.cache`` may differ: a teacher cache holds the
     very soft labels of its teacher. A run folder whose ``config.yaml`` cannot be read is stale as a whole.
     """
-    from augkd.train.config import RESULT_NEUTRAL, RESUME_MAY_CHANGE, changed_keys
+    from augkd.train.config import RESULT_NEUTRAL, RESUME_MAY_CHANGE, changed_keys, read_saved_config
 
     stale: dict[str, dict[str, tuple[Any, Any]]] = {}
     for run in runs:
@@ -316,10 +314,8 @@ def stale_runs(runs: Sequence[SweepRun], out: Path) -> dict[str, dict[str, tuple
         if status == "new":
             continue
         try:
-            saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            saved = None
-        if not isinstance(saved, dict):
+            saved = read_saved_config(run_dir / "config.yaml")
+        except ConfigError:
             stale[run.name] = {"config.yaml": ("unreadable", "-")}
             continue
         allowed = RESULT_NEUTRAL if status == "done" else RESUME_MAY_CHANGE

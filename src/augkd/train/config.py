@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from augkd.augment.spec import parse_spec, with_magnitude
 from augkd.config import ConfigError, check_finite, config_diff, config_from_dict, config_to_dict
@@ -42,6 +45,7 @@ __all__ = [
     "OptimConfig",
     "TrainConfig",
     "changed_keys",
+    "read_saved_config",
 ]
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -496,6 +500,21 @@ RESUME_MAY_CHANGE = RESULT_NEUTRAL | {
 
 def _covered(key: str, keys: frozenset[str]) -> bool:
     return key in keys or any(k.endswith(".") and key.startswith(k) for k in keys)
+
+
+def read_saved_config(path: Path) -> dict[str, Any]:
+    """A run folder's ``config.yaml`` as plain data, for comparing with a new config (:func:`changed_keys`).
+
+    Raises:
+        ConfigError: the file cannot be read, or does not hold a YAML mapping.
+    """
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read the run's saved config {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"the run's saved config {path} is not a config (a YAML mapping)")
+    return saved
 
 
 def changed_keys(

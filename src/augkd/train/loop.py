@@ -43,7 +43,7 @@ from augkd.checkpoint import (
     save_training_checkpoint,
     tensor_bytes,
 )
-from augkd.config import config_to_dict, describe_changes
+from augkd.config import ConfigError, config_to_dict, describe_changes
 from augkd.data import DeviceLoader, InMemoryDataset
 from augkd.data.loader import Batch
 from augkd.distill.loss import AGREEMENT_KEYS, agreement, teacher_top_k
@@ -54,7 +54,7 @@ from augkd.models.build import build_model
 from augkd.models.checkpoint import RunCheckpoint, class_mismatch, read_latest_run_checkpoint, run_info, training_state
 from augkd.train import distributed
 from augkd.train.build import RunError, build_components, build_ema, build_reference, build_task, resolve_device
-from augkd.train.config import RESUME_MAY_CHANGE, TrainConfig, changed_keys
+from augkd.train.config import RESUME_MAY_CHANGE, TrainConfig, changed_keys, read_saved_config
 from augkd.train.distributed import DistEnv
 from augkd.train.guard import NonFiniteGuard, check_finite_state
 from augkd.train.metrics import (
@@ -205,12 +205,9 @@ def _resume(run: Run) -> None:
 
 def _read_saved_config(path: Path) -> dict[str, Any]:
     try:
-        saved = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise RunError(f"--resume: cannot read the run's saved config {path}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(saved, dict):
-        raise RunError(f"--resume: the run's saved config {path} is not a config (a YAML mapping)")
-    return saved
+        return read_saved_config(path)
+    except ConfigError as exc:
+        raise RunError(f"--resume: {exc}") from None
 
 
 def check_resume_config(saved: dict[str, Any], cfg: TrainConfig, run_dir: Path) -> dict[str, tuple[Any, Any]]:
