@@ -27,6 +27,17 @@ def test_train_benchmark_runs_every_contender_at_32px(cache_dir, cifar10_zip) ->
     assert ratios["augkd_ra_kd_cache_cost_vs_plain"] == pytest.approx(speed["augkd_plain"] / speed["augkd_ra_kd_cache"])
 
 
+@pytest.mark.slow
+def test_cached_kd_runs_at_224px_through_the_stream_loader(cache_dir, woof_zip) -> None:
+    contenders = ("augkd_plain", "augkd_ra_kd_cache")
+    report = run_train_benchmark(
+        224, steps=1, rounds=1, batch_size=4, workers=0, contenders=contenders, data_dir=woof_zip.parent,
+        cache_dir=str(cache_dir),
+    )  # fmt: skip
+    assert all(report[name]["images_per_s"] > 0 for name in contenders)
+    assert report["ratios"]["augkd_ra_kd_cache_cost_vs_plain"] > 0
+
+
 def test_train_benchmark_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="image_size must be 32 or 224, got 64"):
         run_train_benchmark(64)

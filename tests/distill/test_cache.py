@@ -13,22 +13,26 @@ import pytest
 import torch
 from torch import nn
 
+from augkd.augment.base import RandomCropFlip
 from augkd.checkpoint import load_checkpoint
 from augkd.cli import main
 from augkd.config import load_config
 from augkd.data import build_datasets, dataset_stats, subset_per_class
-from augkd.data.pipeline import Normalize
+from augkd.data.pipeline import BatchPipeline, Normalize
+from augkd.data.stream import StreamLoader, TrainCrop, scan_stream_split
 from augkd.digest import TRAILER_BYTES, encode_trailer, make_seal
 from augkd.distill.cache import (
     CacheError,
     CacheLayout,
     TeacherCache,
+    dataset_fingerprint,
     epoch_path,
     pack_indices,
     prepare_cache_dir,
     unpack_indices,
     write_epoch,
 )
+from augkd.distill.cache_builder import write_teacher_cache
 from augkd.distill.loss import TopKKL, teacher_top_k
 from augkd.distill.task import CachedDistillationTask, DistillationTask
 from augkd.registry import Registry
@@ -704,3 +708,43 @@ def test_mixing_off_leaves_every_cache_key_as_it_was(overrides):
     assert hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest() == KEYS_BEFORE_MIXING[overrides]
     mixed = _key("augment.cutmix=1.0", "augment.off_last_epochs=2")
     assert mixed["pipeline.stages.mix.mixer.cutmix_alpha"] == 1.0 and mixed["pipeline.stages.mix.epochs"] == 8
+
+
+def test_a_stream_cache_serves_every_readable_photo_and_keys_on_the_files(make_tree, tmp_path):
+    """Through the stream loader: an unreadable file (skipped in every epoch) gets a placeholder row, every other
+    photo the teacher's top-K of the worker's crop; the files' fingerprint follows names and sizes, not folders."""
+    root = make_tree(("train",), per_class=4)
+    (root / "train" / "dog" / "0001.jpg").write_bytes(b"not a jpeg")
+    train_set = scan_stream_split(root, "train")
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, train_set.num_classes)).eval()
+    pipeline = BatchPipeline({}, Normalize((0.5,) * 3, (0.25,) * 3))
+
+    def loader() -> StreamLoader:
+        transform = TrainCrop(RandomCropFlip(32, seed=3), 32)
+        return StreamLoader(train_set, 5, seed=3, transform=transform, workers=0, bad_files="skip")
+
+    with pytest.warns(UserWarning, match=r"skipped unreadable image .*dog/0001\.jpg"):
+        out = write_teacher_cache(
+            tmp_path / "c", teacher=teacher, teacher_id="t", pipeline=pipeline, loader=loader(), amp_dtype=None,
+            epochs=2, k=2, temperature=1.0, quiet=True,
+        )  # fmt: skip
+    assert out["rows"] == len(train_set) == 12
+    cache = TeacherCache(tmp_path / "c")
+    assert cache.header["key"]["loader.base.seed"] == 3 and cache.header["key"]["loader.type"] == "TrainCrop"
+    with pytest.warns(UserWarning):
+        batches = list(pipeline.batches(loader(), 1))
+    for batch in batches:
+        with torch.no_grad():
+            want = teacher_top_k(teacher(batch.images), 2, 1.0, batch.labels)
+        got = cache.lookup(1, batch.indices, 2, 1.0)
+        assert torch.equal(got.indices, want.indices) and torch.allclose(got.logits, want.logits)
+    assert sorted(i for b in batches for i in b.indices.tolist()) == [i for i in range(12) if i != 5]
+    assert cache.lookup(1, torch.tensor([5]), 2, 1.0).indices.tolist() == [[0, 1]]  # the placeholder
+    # the fingerprint: the same files elsewhere are the same set; a file of another size is not
+    first = dataset_fingerprint(train_set)
+    copy = shutil.copytree(root, tmp_path / "copy")
+    assert dataset_fingerprint(scan_stream_split(copy, "train")) == first
+    with open(copy / "train" / "cat" / "0000.jpg", "ab") as f:
+        f.write(b"\0")
+    assert dataset_fingerprint(scan_stream_split(copy, "train")) != first

@@ -1,5 +1,5 @@
 """Bring your own teacher and student: Imagewoof distilled from an ImageNet-1k timm teacher through
-``kd.class_map=auto`` (stream loader live; memory loader live and cached, step for step equal), a ``timm:`` student
+``kd.class_map=auto`` (live and cached, step for step equal, with either loader), a ``timm:`` student
 that trains, resumes exactly and evaluates, and the dry run and plan with a library teacher.
 
 The teacher is timm's ``test_efficientnet`` (1000 classes) with random weights saved to a safetensors file: what
@@ -112,6 +112,28 @@ def test_imagewoof_from_an_imagenet_timm_teacher_live_and_cached(tmp_path, woof,
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "kd.cache: " in err and "another teacher" in err, err
+
+
+def test_a_stream_run_reads_a_teacher_cache_with_the_live_losses(tmp_path, woof, woof_args, capsys):
+    # the cache is built through the stream loader's own workers and crops, so it serves the stream run exactly
+    stream = ("data.loader=stream", "data.workers=1")
+    live = _steps(woof(tmp_path, "name=live", *stream))
+    summary = build_teacher_cache(woof(tmp_path, *stream), tmp_path / "cache", epochs=1, k=5, quiet=True)
+    assert summary["rows"] == 30 and summary["written"] == [0]  # every photo, the last short batch included
+    cached = _steps(woof(tmp_path, "name=cached", *stream, f"kd.cache={tmp_path / 'cache'}"))
+    assert len(live) == len(cached) == 3
+    assert max(abs(a - b) for x, y in zip(live, cached) for a, b in zip(x, y)) <= 1e-6
+    assert all(kd > 0 for _, kd in cached)
+    # other crops, or the memory loader's stored pixels, are other images: refused in one line before training
+    for extra, words in (
+        (("data.rrc_scale_min=0.5", *stream), "loader.base.scale"),
+        (("data.loader=memory",), "built with data.loader=stream, but this run has data.loader=memory"),
+    ):
+        capsys.readouterr()
+        argv = ["train", "-q", *woof_args(tmp_path, "name=other", f"kd.cache={tmp_path / 'cache'}", *extra)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "kd.cache: " in err and words in err, err
 
 
 def test_a_timm_student_fine_tunes_resumes_exactly_and_evaluates(tmp_path, tiny_overrides, monkeypatch, capsys):

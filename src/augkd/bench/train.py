@@ -13,8 +13,8 @@ augkd (through the public trainer: :func:`~augkd.train.loop.setup_run` and
   stream loader, JPEGs decoded in ``workers`` DataLoader workers);
 - ``augkd_ra``: plus RandAugment ``ra-n2-m9`` on the batch;
 - ``augkd_ra_kd``: plus KD from a live teacher (the preset of the data: K=3, lambda 1, T=2 at 32 px);
-- ``augkd_ra_kd_cache``: the teacher's answers read from a soft-label cache built beforehand (32 px only: the
-  cache needs the in-memory loader).
+- ``augkd_ra_kd_cache``: the teacher's answers read from a soft-label cache built beforehand (at 224 px through
+  the stream loader's own workers and crops).
 
 timm (its own data pipeline and distillation task):
 
@@ -241,7 +241,7 @@ def run_train_benchmark(
         batch_size: images per step; default 256 at 32 px and 32 at 224 px.
         model: the student (and teacher) network, any name of ``augkd models``.
         workers: DataLoader workers of timm and of augkd's stream loader; default the CPU count.
-        contenders: which of :data:`CONTENDERS` to run (``augkd_ra_kd_cache`` is skipped at 224 px).
+        contenders: which of :data:`CONTENDERS` to run.
         amp: augkd's ``amp`` key (``auto``: bf16 on CPUs that support it); timm runs under the same autocast.
         channels_last: both sides' memory format.
         data_dir: folder holding the shared archives; default :func:`~augkd.bench.augment.default_data_dir`.
@@ -265,7 +265,7 @@ def run_train_benchmark(
         raise ValueError(f"steps and rounds must be >= 1, got steps={steps}, rounds={rounds}")
     batch_size = batch_size or (256 if image_size == 32 else 32)
     workers = workers if workers is not None else (os.cpu_count() or 1)
-    names = [c for c in CONTENDERS if c in contenders and not (image_size != 32 and c == "augkd_ra_kd_cache")]
+    names = [c for c in CONTENDERS if c in contenders]
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     amp_dtype = resolve_amp(amp, resolve_device("cpu"))
     with tempfile.TemporaryDirectory(prefix="augkd-bench-train-") as tmp:
@@ -282,7 +282,8 @@ def run_train_benchmark(
         }
         if "augkd_ra_kd_cache" in names:
             cache = Path(tmp) / "teacher-cache"
-            build_teacher_cache(_config(base, overrides["augkd_ra_kd"]), cache, quiet=True, dataset=datasets[0])
+            loaded = datasets[0] if datasets is not None else None  # None at 224 px: the stream loader reads the photos
+            build_teacher_cache(_config(base, overrides["augkd_ra_kd"]), cache, quiet=True, dataset=loaded)
             overrides["augkd_ra_kd_cache"] = overrides["augkd_ra_kd"] + [f"kd.cache={cache}", "name=ra-kd-cache"]
         runs: dict[str, Any] = {}
         for name in names:

@@ -33,6 +33,10 @@ Example:
 
 from __future__ import annotations
 
+import array
+import hashlib
+import json
+import os
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -45,11 +49,13 @@ from torchvision.transforms.v2 import functional as TF
 
 from augkd.augment.base import BaseAugment, RandomResizedCropFlip, build_base_augment
 from augkd.data.archive import resolve_root
+from augkd.data.cache import DECODER_VERSION
 from augkd.data.config import DataConfig
 from augkd.data.decode import BadFile, decode_one, resize_center_crop
 from augkd.data.folder import scan_image_folder
 from augkd.data.loader import Batch, DeviceLoader
 from augkd.data.memory import stratified_positions
+from augkd.data.pipeline import replay_key
 
 __all__ = [
     "EvalCrop",
@@ -59,6 +65,7 @@ __all__ = [
     "build_stream_eval_loader",
     "build_stream_loaders",
     "scan_stream_split",
+    "train_crop",
 ]
 
 
@@ -112,6 +119,21 @@ class StreamDataset:
     def __len__(self) -> int:
         return len(self.files)
 
+    def fingerprint(self) -> str:
+        """Hex SHA-256 of the decoder's version, the classes, sample ids, labels, and each file's relative path and
+        size in bytes.
+
+        The key of a teacher cache built on this split (:func:`augkd.distill.cache.dataset_fingerprint`). The
+        bytes are not read (hashing ImageNet's 140 GB per run would cost more than the cache saves): a photo
+        replaced by another of the same size under the same name goes unnoticed; any other change is caught.
+        """
+        head = {"decoder": DECODER_VERSION, "classes": self.classes, "files": self.files}
+        h = hashlib.sha256(json.dumps(head).encode())
+        for t in (self.sample_ids, self.labels):
+            h.update(memoryview(t.contiguous().numpy()).cast("B"))
+        h.update(memoryview(array.array("q", map(_file_size, map(self.path, range(len(self)))))).cast("B"))
+        return h.hexdigest()
+
     def __repr__(self) -> str:
         return f"StreamDataset({self.name}/{self.split}: {len(self)} files, {self.num_classes} classes)"
 
@@ -151,6 +173,13 @@ def scan_stream_split(
     )
 
 
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:  # a link that cannot be followed is skipped as a bad file when read: its own size
+        return os.lstat(path).st_size
+
+
 class TrainCrop:
     """The worker's training transform: decoded photos to uint8 ``(3, size, size)`` by the base augmentation.
 
@@ -184,8 +213,21 @@ class TrainCrop:
             out.append(crop.flip(-1) if flip else crop)
         return out
 
+    def replay_key(self) -> dict[str, Any]:
+        """What decides the crops (part of a teacher cache's key): the base augmentation's settings and seed, the
+        output size."""
+        return {"type": "TrainCrop", "size": self.size, "base": replay_key(self.base)}
+
     def __repr__(self) -> str:
         return f"TrainCrop({self.base!r}, size={self.size})"
+
+
+def train_crop(cfg: DataConfig, seed: int) -> TrainCrop:
+    """The training transform of a stream loader for ``cfg`` (``base_aug`` at ``image_size``, seeded by
+    ``seed``): the one :func:`build_stream_loaders` installs, so its :meth:`~TrainCrop.replay_key` can be had
+    from a config alone."""
+    base = build_base_augment(cfg.base_aug, cfg.image_size, seed, cfg.crop_padding, cfg.rrc_scale_min)
+    return TrainCrop(base, cfg.image_size)
 
 
 class EvalCrop:
@@ -342,6 +384,22 @@ class StreamLoader(DeviceLoader):
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.device, non_blocking=self.pin_memory)
 
+    def replay_key(self) -> dict[str, Any]:
+        """What decides the pixels of its batches beyond the files (:meth:`TrainCrop.replay_key`; an evaluation
+        loader's centre crop: its size and fraction)."""
+        if isinstance(self.transform, TrainCrop):
+            return self.transform.replay_key()
+        return {"type": "EvalCrop", "size": self.transform.size, "crop_fraction": self.transform.crop_fraction}
+
+    def with_every_batch(self) -> StreamLoader:
+        """A loader of the same files, order, crops and workers that keeps the last incomplete batch (a teacher
+        cache needs every sample of an epoch; training drops that batch)."""
+        return StreamLoader(
+            self.dataset, self.batch_size, self.shuffle, False, self.seed, self.device,
+            transform=self.transform, workers=self.workers, bad_files=self.bad_files,
+            rank=self.rank, world_size=self.world_size,
+        )  # fmt: skip
+
     def gather(self, positions: torch.Tensor) -> Batch:
         """Not available: the photos are decoded by the workers batch by batch (a mixing stage's partners are
         gathered from the in-memory store only)."""
@@ -412,8 +470,7 @@ def _loader(
     cfg: DataConfig, dataset: StreamDataset, batch_size: int, seed: int, train: bool, **place: Any
 ) -> StreamLoader:
     if train:
-        base = build_base_augment(cfg.base_aug, cfg.image_size, seed, cfg.crop_padding, cfg.rrc_scale_min)
-        transform: TrainCrop | EvalCrop = TrainCrop(base, cfg.image_size)
+        transform: TrainCrop | EvalCrop = train_crop(cfg, seed)
     else:
         transform = EvalCrop(cfg.resolved_eval_size, cfg.eval_crop_fraction)
     return StreamLoader(

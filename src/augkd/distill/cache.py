@@ -76,6 +76,7 @@ from augkd.io import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     from augkd.data.memory import InMemoryDataset
+    from augkd.data.stream import StreamDataset
 
 __all__ = [
     "CACHE_FORMAT",
@@ -137,15 +138,19 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def dataset_fingerprint(dataset: InMemoryDataset) -> str:
-    """Hex SHA-256 of a dataset's classes, sample ids, labels and image bytes (subsets differ by their ids)."""
+def dataset_fingerprint(dataset: InMemoryDataset | StreamDataset) -> str:
+    """Hex SHA-256 of a dataset's classes, sample ids, labels and image bytes (subsets differ by their ids); of a
+    stream loader's split, its files' names and sizes instead of their bytes (:meth:`StreamDataset.fingerprint`)."""
+    own = getattr(dataset, "fingerprint", None)
+    if callable(own):
+        return own()
     h = hashlib.sha256(json.dumps({"classes": list(dataset.classes)}).encode())
     for t in (dataset.sample_ids, dataset.labels, dataset.images):
         h.update(memoryview(t.contiguous().numpy()).cast("B"))
     return h.hexdigest()
 
 
-def describe_dataset_for_cache(dataset: InMemoryDataset) -> dict[str, Any]:
+def describe_dataset_for_cache(dataset: InMemoryDataset | StreamDataset) -> dict[str, Any]:
     """The human side of the dataset key: name, split, size, subset (the fingerprint decides)."""
     return {
         "name": dataset.name,
@@ -168,7 +173,11 @@ def _flatten(tree: Mapping[str, Any], prefix: str) -> dict[str, Any]:
 
 
 def cache_key(
-    pipeline_key: Mapping[str, Any], dataset_sha: str, amp_dtype: torch.dtype | None, teacher_sha: str | None
+    pipeline_key: Mapping[str, Any],
+    dataset_sha: str,
+    amp_dtype: torch.dtype | None,
+    teacher_sha: str | None,
+    loader_key: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The key of a run's teacher outputs: everything that decides the augmented image and the teacher's answer.
 
@@ -178,8 +187,14 @@ def cache_key(
         dataset_sha: :func:`dataset_fingerprint` of the training set.
         amp_dtype: the autocast dtype of the teacher's forward pass (None: float32).
         teacher_sha: the teacher's fingerprint (a checkpoint's sha256), or None when unknown (not compared).
+        loader_key: what the loader itself does to the pixels, for a loader that crops (the stream loader's
+            :meth:`~augkd.data.stream.StreamLoader.replay_key`); None for the in-memory loader, whose keys are
+            those of earlier augkd.
     """
-    key = json.loads(json.dumps(_flatten(pipeline_key, "pipeline.")))
+    flat = _flatten(pipeline_key, "pipeline.")
+    if loader_key is not None:
+        flat = {**_flatten(loader_key, "loader."), **flat}
+    key = json.loads(json.dumps(flat))
     key.update(
         amp=str(amp_dtype).replace("torch.", "") if amp_dtype is not None else "off",
         dataset=dataset_sha,
@@ -712,6 +727,11 @@ class TeacherCache:
             CacheError: the first mismatch, named with both values.
         """
         cached = self.header["key"]
+        loaders = ["stream" if any(n.startswith("loader.") for n in k) else "memory" for k in (cached, key)]
+        if loaders[0] != loaders[1]:  # the crops happen in another place: every pixel differs
+            raise CacheError(
+                f"{self.root}: built with data.loader={loaders[0]}, but this run has data.loader={loaders[1]}"
+            )
         for name in _key_differences(cached, key):
             value = key.get(name)
             if name == "teacher" and value is None:

@@ -66,7 +66,9 @@ def write_teacher_cache(
         teacher: the frozen teacher (:class:`~augkd.distill.teacher.Teacher`) on ``device``.
         teacher_id: its fingerprint (:func:`~augkd.distill.teacher.teacher_fingerprint`), part of the key.
         pipeline: the run's batch pipeline (stages and normalization) on the loader's device.
-        loader: the run's training batches in the run's order, *without* dropping the last partial batch.
+        loader: the run's training batches in the run's order, *without* dropping the last partial batch: a
+            :class:`~augkd.data.loader.DeviceLoader`, or a stream loader
+            (:meth:`~augkd.data.stream.StreamLoader.with_every_batch`), whose crops then enter the key.
         amp_dtype: the run's autocast dtype (None: float32).
         epochs: epochs to cover.
         k: classes kept per image; any run with ``kd.k <= k`` can use the cache.
@@ -95,7 +97,9 @@ def write_teacher_cache(
         raise CacheError(f"--k must be in [1, {num_classes}] (the classes of the data); got {k}")
     layout = CacheLayout(len(train_set), k, num_classes, logits_dtype, temperature)
     header = {
-        "key": cache_key(pipeline.replay_key(), dataset_fingerprint(train_set), amp_dtype, teacher_id),
+        "key": cache_key(
+            pipeline.replay_key(), dataset_fingerprint(train_set), amp_dtype, teacher_id, _loader_key(loader)
+        ),
         "k": k,
         "temperature": temperature,
         "num_classes": num_classes,
@@ -142,8 +146,13 @@ def write_teacher_cache(
             batches += 1
             if faults.armed("kill_at_teacher_batch", batches):
                 faults.kill_now()
-        if not bool(written.all()):
-            raise CacheError(f"epoch {epoch}: the loader left {int((~written).sum())} samples out")
+        missing = ~written & ~_skipped_rows(loader, row_of, len(ids))
+        if bool(missing.any()):
+            raise CacheError(f"epoch {epoch}: the loader left {int(missing.sum())} samples out")
+        # Files the stream loader skips (data.bad_files=skip) are skipped in training too, in every epoch: their
+        # rows are never looked up, and hold a placeholder top-K list (classes 0..K-1, logits and statistics 0).
+        blank = ~written
+        top_idx[blank] = torch.arange(k, device=device)
         write_epoch(out, epoch, layout, top_idx, top_val, scalars, header)
     bar.close()
     total = epochs * layout.epoch_bytes
@@ -169,3 +178,21 @@ def write_teacher_cache(
             f"{layout.bytes_per_sample} bytes per sample-epoch, {total / 2**20:.1f} MiB in {summary['seconds']:.0f}s"
         )
     return summary
+
+
+def _loader_key(loader: DeviceLoader) -> dict[str, Any] | None:
+    """The loader's own part of the cache key: what a cropping (stream) loader does to the pixels; None for the
+    in-memory loader, which hands over stored pixels."""
+    own = getattr(loader, "replay_key", None)
+    return own() if callable(own) else None
+
+
+def _skipped_rows(loader: DeviceLoader, row_of: torch.Tensor, rows: int) -> torch.Tensor:
+    """Mask of the ``rows`` cache rows whose files a stream loader left out as unreadable (none in memory)."""
+    skipped = {path for path, _ in getattr(loader, "skipped", [])}
+    mask = torch.zeros(rows, dtype=torch.bool, device=row_of.device)
+    if skipped:
+        data = loader.dataset
+        ids = [int(data.sample_ids[row]) for row in range(len(data)) if data.path(row) in skipped]
+        mask[row_of[torch.tensor(ids, dtype=torch.int64, device=row_of.device)]] = True
+    return mask

@@ -28,6 +28,7 @@ from augkd.data import (
     dataset_stats,
 )
 from augkd.data.pipeline import BatchPipeline, ImageStage, MixStage, Normalize, TrainAugment
+from augkd.data.stream import StreamDataset, train_crop
 from augkd.distill.cache import CacheError, TeacherCache, cache_key, dataset_fingerprint
 from augkd.distill.loss import TopKKL
 from augkd.distill.task import CachedDistillationTask, ClassificationTask, DistillationTask
@@ -49,6 +50,7 @@ __all__ = [
     "build_reference",
     "build_task",
     "build_train_augment",
+    "loader_key",
     "resolve_amp",
     "resolve_device",
     "teacher_spec",
@@ -151,6 +153,12 @@ def pipeline_key(cfg: TrainConfig) -> dict[str, Any]:
     of :func:`build_pipeline` and the dataset's normalization."""
     stats = dataset_stats(cfg.data)
     return build_pipeline(cfg, Normalize(stats["mean"], stats["std"])).replay_key()
+
+
+def loader_key(cfg: TrainConfig) -> dict[str, Any] | None:
+    """What ``cfg``'s training loader itself does to the pixels, for a teacher cache's key: the stream loader's
+    crops (:func:`~augkd.data.stream.train_crop`, the transform its workers run); None for the in-memory loader."""
+    return train_crop(cfg.data, cfg.stream_seed).replay_key() if cfg.data.loader == "stream" else None
 
 
 def check_cache_serves_run(cache: TeacherCache, cfg: TrainConfig, key: dict[str, Any], num_classes: int) -> None:
@@ -346,7 +354,7 @@ def build_distillation_task(
 
 def build_cached_distillation_task(
     cfg: TrainConfig,
-    train_set: InMemoryDataset,
+    train_set: InMemoryDataset | StreamDataset,
     device: torch.device,
     amp_dtype: torch.dtype | None,
     pipeline: BatchPipeline,
@@ -372,7 +380,7 @@ def build_cached_distillation_task(
         raise RunError(f"kd.k={cfg.kd.k} is larger than the {train_set.num_classes} classes of the data")
     try:
         cache = TeacherCache(cfg.kd.cache, device)
-        key = cache_key(pipeline.replay_key(), dataset_fingerprint(train_set), amp_dtype, teacher_id)
+        key = cache_key(pipeline.replay_key(), dataset_fingerprint(train_set), amp_dtype, teacher_id, loader_key(cfg))
         check_cache_serves_run(cache, cfg, key, train_set.num_classes)
     except CacheError as exc:
         raise RunError(f"kd.cache: {exc}") from None

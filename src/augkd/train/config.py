@@ -435,11 +435,6 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1; got {getattr(self, key)!r}")
-        if self.kd.cache and self.data.loader == "stream":
-            raise ValueError(
-                "kd.cache needs data.loader=memory: the teacher cache keys on the in-memory training set "
-                "(its fingerprint and the device-side crop/flip); use a live kd.teacher with the stream loader"
-            )
         if self.augment.mixes and self.data.loader == "stream":
             raise ValueError(
                 "augment.mixup / augment.cutmix need data.loader=memory: each image's partner is a training sample "

@@ -41,6 +41,7 @@ from augkd.train.build import (
     RunError,
     build_distillation_task,
     check_cache_serves_run,
+    loader_key,
     pipeline_key,
     resolve_amp,
     resolve_device,
@@ -129,7 +130,7 @@ def check_teacher_cache(cfg: TrainConfig, num_classes: int, notes: list[str]) ->
         known = cfg.kd.teacher and teacher_missing(teacher_spec(cfg)) is None
         teacher_id = teacher_fingerprint(teacher_spec(cfg)) if known else None
         amp_dtype = resolve_amp(cfg.amp, resolve_device(cfg.device))
-        key = cache_key(pipeline_key(cfg), cache.header["key"].get("dataset"), amp_dtype, teacher_id)
+        key = cache_key(pipeline_key(cfg), cache.header["key"].get("dataset"), amp_dtype, teacher_id, loader_key(cfg))
         check_cache_serves_run(cache, cfg, key, num_classes)
     except (CacheError, CheckpointError, ValueError) as exc:
         raise RunError(f"kd.cache: {exc}") from None

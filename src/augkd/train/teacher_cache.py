@@ -70,7 +70,8 @@ def _build_teacher_cache(
             ``kd.teacher_size``, ``kd.teacher_norm`` and ``kd.class_map`` apply to it.
         epochs: epochs to cover (default ``epochs``).
         k: classes kept per image (default ``kd.k``).
-        dataset: the training set of ``cfg.data`` when already loaded (default: loaded here).
+        dataset: the training set of ``cfg.data`` when already loaded (default: loaded here; with
+            ``data.loader=stream`` the photos are read per batch by the stream loader's workers, as in training).
         logits_dtype, quiet, progress, log: as :func:`~augkd.distill.cache_builder.write_teacher_cache`.
 
     Returns:
@@ -87,8 +88,9 @@ def _build_teacher_cache(
     epochs = cfg.epochs if epochs is None else epochs
     if epochs < 1:
         raise RunError(f"--epochs must be >= 1; got {epochs}")
-    datasets = None if dataset is None else (dataset, dataset)
-    parts = build_components(cfg, datasets=datasets, loaders=(), quiet=quiet)
+    stream = cfg.data.loader == "stream"
+    datasets = None if dataset is None or stream else (dataset, dataset)
+    parts = build_components(cfg, datasets=datasets, loaders=("train",) if stream else (), quiet=quiet)
     stats = (parts.stats["mean"], parts.stats["std"])
     num_classes = parts.train_set.num_classes
     k = cfg.kd.k if k is None else k
@@ -101,7 +103,10 @@ def _build_teacher_cache(
     except (ValueError, CheckpointError) as exc:  # TeacherError, WeightsError: one line each
         raise RunError(f"teacher: {exc}") from None
     # The training loader's batches, plus the remainder a drop_last epoch leaves out.
-    loader = DeviceLoader(parts.train_set, cfg.batch_size, shuffle=True, seed=cfg.stream_seed, device=parts.device)
+    if stream:  # the photos decoded and cropped by the workers, as in training
+        loader = parts.train_loader.with_every_batch()
+    else:
+        loader = DeviceLoader(parts.train_set, cfg.batch_size, shuffle=True, seed=cfg.stream_seed, device=parts.device)
     provenance = {"teacher_path": str(teacher_path), "channels_last": cfg.channels_last}
     if spec.source != "checkpoint":
         provenance["teacher_weights"] = cfg.kd.teacher_weights
@@ -114,3 +119,6 @@ def _build_teacher_cache(
         )  # fmt: skip
     except CacheError as exc:
         raise RunError(str(exc)) from None
+    finally:
+        if stream:
+            loader.close()
