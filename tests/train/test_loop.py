@@ -11,7 +11,7 @@ import torch
 from augkd.checkpoint import load_checkpoint
 from augkd.config import load_config
 from augkd.train.config import TrainConfig
-from augkd.train.loop import RunError, train
+from augkd.train.loop import EvalMemo, RunError, evaluate, setup_run, train
 
 
 @pytest.fixture
@@ -387,6 +387,26 @@ def test_mixup_cutmix_with_kd_trains_resumes_exactly_and_logs_agreement(tmp_path
         assert rows[-1][f"{split}_teacher_kl"] >= 0
     summary = json.loads((tmp_path / "a" / "tiny" / "summary.json").read_text())
     assert summary["mix"]["cutmix"] == 1.0 and summary["final_agree_top1"] == rows[-1]["test_agree_top1"]
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_the_teachers_test_logits_are_computed_once_per_run(tmp_path, tiny_config, teacher, flip):
+    run = setup_run(tiny_config(tmp_path, f"kd.teacher={teacher}", "eval_batch_size=30"), quiet=True)
+    calls = []
+    run.reference.register_forward_hook(lambda *_: calls.append(1))
+    args = (run.model, run.eval_loader, run.normalize, run.amp_dtype, flip)
+    plain = evaluate(*args, reference=run.reference)
+    per_pass = len(calls)
+    assert per_pass == len(run.eval_loader) * (2 if flip else 1)
+    memo = EvalMemo()
+    first = evaluate(*args, reference=run.reference, memo=memo)
+    calls.clear()
+    second = evaluate(*args, reference=run.reference, memo=memo)
+    assert not calls and plain == first == second  # no teacher pass the second time, the same figures
+    small = EvalMemo(budget=memo.used - 1)  # too small for the whole set: dropped, and every pass computes again
+    assert evaluate(*args, reference=run.reference, memo=small) == plain and small.full and not small.used
+    calls.clear()
+    assert evaluate(*args, reference=run.reference, memo=small) == plain and len(calls) == per_pass
 
 
 def test_a_run_without_kd_measures_agreement_with_eval_reference(

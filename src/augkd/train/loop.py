@@ -74,6 +74,7 @@ from augkd.train.schedule import lr_factor
 
 __all__ = [
     "CONFIG_HISTORY",
+    "EvalMemo",
     "Run",
     "RunError",
     "check_resume_config",
@@ -375,6 +376,37 @@ def train_one_epoch(run: Run, epoch: int, progress: bool = True) -> dict[str, fl
 _EVAL_PASSES = itertools.count(1)  # evaluation passes of this process, for AUGKD_FAULT=kill_in_eval:<n>
 
 
+class EvalMemo:
+    """A frozen reference's logits on the evaluation set, kept from a run's first evaluation for the next ones.
+
+    The evaluation loader gives the same images in the same batches at every pass (dataset order, no augmentation)
+    and the reference (the KD teacher, or ``eval.reference``) never trains, so its logits on batch ``i`` are the
+    same at every evaluation of a run: its forward pass over the test set is paid once per process, not at every
+    evaluation. The logits stay on the device while they fit in ``budget`` bytes (10,000 test images of 100
+    classes take 4 MB); past it the memo lets them go, and every pass computes them again.
+    """
+
+    def __init__(self, budget: int = 256 * 2**20) -> None:
+        self.budget, self.used, self.full = budget, 0, False
+        self._logits: dict[int, torch.Tensor] = {}
+
+    def get(self, batch: int, rows: int) -> torch.Tensor | None:
+        """The stored logits of batch number ``batch`` (None if not stored, or stored for another size)."""
+        logits = self._logits.get(batch)
+        return logits if logits is not None and logits.shape[0] == rows else None
+
+    def put(self, batch: int, logits: torch.Tensor) -> None:
+        if self.full:
+            return
+        size = logits.numel() * logits.element_size()
+        if self.used + size > self.budget:
+            self._logits.clear()
+            self.used, self.full = 0, True
+            return
+        self._logits[batch] = logits
+        self.used += size
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -384,12 +416,14 @@ def evaluate(
     flip: bool = False,
     progress: bool = False,
     reference: nn.Module | None = None,
+    memo: EvalMemo | None = None,
 ) -> dict[str, float]:
     """Top-1 and top-5 accuracy (%) and mean cross-entropy over a loader (optionally averaging a mirrored view).
 
     With a ``reference`` (a teacher: normalized images in, logits out) also the student's agreement with it, on the
     same view(s): ``agree_top1``, ``agree_top5`` (%), ``teacher_kl`` (the full KL at T = 1), see
-    :func:`~augkd.distill.loss.agreement`.
+    :func:`~augkd.distill.loss.agreement`. ``memo`` keeps the reference's logits for the run's next evaluations
+    (same loader, same ``flip``).
     """
     was_training = model.training
     model.eval()
@@ -400,18 +434,21 @@ def evaluate(
     agree = torch.zeros(len(AGREEMENT_KEYS), device=device, dtype=torch.float64)
     n = 0
     pass_number = next(_EVAL_PASSES)
-    for batch in tqdm(loader, desc="eval", disable=not progress, leave=False, file=sys.stderr):
+    for i, batch in enumerate(tqdm(loader, desc="eval", disable=not progress, leave=False, file=sys.stderr)):
         if faults.armed("kill_in_eval", pass_number):
             faults.kill_now()
         images = normalize(batch.images)
+        ref = memo.get(i, len(images)) if memo is not None and reference is not None else None
         with _autocast(device, amp_dtype):
             logits = model(images).float()
             if flip:
                 logits = 0.5 * (logits + model(images.flip(3)).float())
-            if reference is not None:
+            if reference is not None and ref is None:
                 ref = reference(images).float()
                 if flip:
                     ref = 0.5 * (ref + reference(images.flip(3)).float())
+                if memo is not None:
+                    memo.put(i, ref)
         if reference is not None:
             figures = agreement(logits, teacher_top_k(ref, ref.shape[1], 1.0))
             agree += torch.stack([figures[k].double().sum() for k in AGREEMENT_KEYS])
@@ -533,6 +570,7 @@ def _train_epochs(run: Run, env: DistEnv, resume: bool, quiet: bool, log: Any) -
         if resume and run.step:
             log(f"resuming after epoch {run.start_epoch} (step {run.step})")
     t_start = time.perf_counter() - (run.history[-1]["elapsed_s"] if run.history else 0.0)
+    memo = EvalMemo()  # the reference's test-set logits, computed at the first evaluation only
     for epoch in range(run.start_epoch, cfg.epochs):
         row: dict[str, Any] = {"epoch": epoch + 1, "step": 0}
         row.update(train_one_epoch(run, epoch, progress=progress))
@@ -543,8 +581,9 @@ def _train_epochs(run: Run, env: DistEnv, resume: bool, quiet: bool, log: Any) -
             distributed.broadcast_buffers(run.ema)
         if (epoch + 1) % cfg.eval_every == 0 or last_epoch:
             res = evaluate(
-                run.model, run.eval_loader, run.normalize, run.amp_dtype, flip=cfg.eval_flip, reference=run.reference
-            )
+                run.model, run.eval_loader, run.normalize, run.amp_dtype, flip=cfg.eval_flip, reference=run.reference,
+                memo=memo,
+            )  # fmt: skip
             row.update({f"test_{k}": v for k, v in res.items() if k != "n"})
             if run.ema is not None:
                 res_ema = evaluate(run.ema.module, run.eval_loader, run.normalize, run.amp_dtype, flip=cfg.eval_flip)

@@ -45,9 +45,9 @@ class Run:
     train_model: nn.Module | None = None
     """What the training step calls: ``model`` wrapped in DistributedDataParallel, or None for ``model``."""
     reported_bad_files: list[tuple[str, str]] = field(default_factory=list)
+    """Unreadable images already written to ``bad_files.txt`` (``data.bad_files=skip``)."""
     config_changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     """What ``--resume`` changed in the saved config (keys it allows), recorded in ``config_history.jsonl``."""
-    """Unreadable images already written to ``bad_files.txt`` (``data.bad_files=skip``)."""
     reference: nn.Module | None = None
     """The model whose agreement with the student the evaluation measures (``eval.reference`` or the live KD
     teacher), or None."""
