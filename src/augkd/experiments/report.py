@@ -435,7 +435,9 @@ def _plots(runs: list[RunRecord], axes: list[str], col_axis: str | None, out: Pa
                             series.setdefault(int(row["epoch"]), []).append(float(v))
                 if series:
                     epochs = sorted(series)
-                    axis_.plot(epochs, [statistics.fmean(series[e]) for e in epochs], style, color=color, label=label)
+                    marker = "o" if metric != "loss" else None  # test points: evaluations may be epochs apart
+                    values = [statistics.fmean(series[e]) for e in epochs]
+                    axis_.plot(epochs, values, style, color=color, label=label, marker=marker, markersize=3)
         ax_loss.set_xlabel("epoch")
         ax_loss.set_ylabel("training cross-entropy on augmented images")
         ax_loss.set_title("Training loss (mean over seeds)")
