@@ -241,6 +241,10 @@ class EvalCrop:
         """Centre crops of ``images`` (the sample ids and epoch play no part)."""
         return [resize_center_crop(im, self.size, self.crop_fraction) for im in images]
 
+    def replay_key(self) -> dict[str, Any]:
+        """What decides the centre crops: the output size and the kept fraction of the shorter side."""
+        return {"type": "EvalCrop", "size": self.size, "crop_fraction": self.crop_fraction}
+
     def __repr__(self) -> str:
         return f"EvalCrop(size={self.size}, crop_fraction={self.crop_fraction})"
 
@@ -385,11 +389,9 @@ class StreamLoader(DeviceLoader):
         return t.to(self.device, non_blocking=self.pin_memory)
 
     def replay_key(self) -> dict[str, Any]:
-        """What decides the pixels of its batches beyond the files (:meth:`TrainCrop.replay_key`; an evaluation
-        loader's centre crop: its size and fraction)."""
-        if isinstance(self.transform, TrainCrop):
-            return self.transform.replay_key()
-        return {"type": "EvalCrop", "size": self.transform.size, "crop_fraction": self.transform.crop_fraction}
+        """What decides the pixels of its batches beyond the files: its transform's
+        :meth:`TrainCrop.replay_key` or :meth:`EvalCrop.replay_key`."""
+        return self.transform.replay_key()
 
     def with_every_batch(self) -> StreamLoader:
         """A loader of the same files, order, crops and workers that keeps the last incomplete batch (a teacher
