@@ -146,13 +146,14 @@ def write_teacher_cache(
             batches += 1
             if faults.armed("kill_at_teacher_batch", batches):
                 faults.kill_now()
-        missing = ~written & ~_skipped_rows(loader, row_of, len(ids))
-        if bool(missing.any()):
-            raise CacheError(f"epoch {epoch}: the loader left {int(missing.sum())} samples out")
-        # Files the stream loader skips (data.bad_files=skip) are skipped in training too, in every epoch: their
-        # rows are never looked up, and hold a placeholder top-K list (classes 0..K-1, logits and statistics 0).
         blank = ~written
-        top_idx[blank] = torch.arange(k, device=device)
+        if bool(blank.any()):
+            missing = blank & ~_skipped_rows(loader, row_of, len(ids))
+            if bool(missing.any()):
+                raise CacheError(f"epoch {epoch}: the loader left {int(missing.sum())} samples out")
+            # Files the stream loader skips (data.bad_files=skip) are skipped in training too, in every epoch: their
+            # rows are never looked up, and hold a placeholder top-K list (classes 0..K-1, logits and statistics 0).
+            top_idx[blank] = torch.arange(k, device=device)
         write_epoch(out, epoch, layout, top_idx, top_val, scalars, header)
     bar.close()
     total = epochs * layout.epoch_bytes
