@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 
 import torch
 from timm.data import Mixup
 
+from augkd.bench import cpu_name
 from augkd.bench.augment import default_data_dir
 from augkd.config import load_config
 from augkd.data import build_datasets
@@ -44,14 +44,6 @@ def _config(batch_size: int, *extra: str) -> TrainConfig:
         "data.base_aug=crop-flip", "data.subset_per_class=1000", "augment.policy=ra-n2-m9", "amp=off", *extra,
     ]  # fmt: skip
     return load_config(TrainConfig, None, overrides)
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -92,7 +84,7 @@ def main() -> None:
                     times[name].append(time.perf_counter() - start)
     median = {name: statistics.median(t) for name, t in times.items()}
     report = {
-        "cpu": _cpu_model(),
+        "cpu": cpu_name(),
         "threads": args.threads,
         "batch_size": args.batch_size,
         "batches": args.batches,

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from augkd.bench.augment import default_data_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 LAMBDAS = "0.1,0.5,1,2"
 
@@ -59,7 +61,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
-    data = ROOT.parent / "shared/data/cifar10-jpg.zip"
+    data = default_data_dir() / "cifar10-jpg.zip"
     overrides = [
         "name=student", f"epochs={args.epochs}", "batch_size=128", f"eval_every={args.epochs}", "amp=off",
         "threads=1", "model.name=fastnet9", "data.dataset=folder", f"data.root={data}", "data.image_size=32",

@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from augkd.bench import cpu_name
+
 SETTINGS: dict[str, tuple[dict[str, str], int]] = {
     # name -> (environment set before torch is imported, torch threads; 0: torch's default)
     "spin-2": ({"OMP_WAIT_POLICY": "ACTIVE"}, 0),
@@ -133,22 +135,12 @@ def main(argv: list[str] | None = None) -> None:
                 key: round(statistics.median(r[key] for r in mine), 1)
                 for key in ("augment_images_per_s", "train_images_per_s", "load1")
             }
-    result = {"cpu": _cpu_name(), "cores": os.cpu_count(), "summary": summary, "rows": rows}
+    result = {"cpu": cpu_name(), "cores": os.cpu_count(), "summary": summary, "rows": rows}
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":
