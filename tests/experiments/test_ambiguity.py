@@ -107,3 +107,23 @@ def test_progress_bar_counts_every_scored_image(images: torch.Tensor, capsys, mo
     assert "ambiguity" in capsys.readouterr().err
     measure_ambiguity(_logits_fn, images, labels, "geo-n2-m4", levels=[0, 5])
     assert capsys.readouterr().err == ""
+
+
+def test_a_policy_with_its_own_magnitudes_is_reported_apart_from_the_levels(images: torch.Tensor, tmp_path) -> None:
+    from augkd.experiments.ambiguity import ambiguity_report
+
+    labels = torch.arange(len(images)) % 10
+    res = ambiguity_report(
+        _logits_fn, images, labels, [str(c) for c in range(10)], "aa-cifar10", tmp_path, levels=[0, 5], gallery=0
+    )
+    assert res["policy_levels"] is False and len(res["policy"]) == 1
+    md = (tmp_path / "ambiguity.md").read_text()
+    # The AutoAugment policy as it is (its own magnitudes) is not a cell of the L=0 column
+    assert "policy (whole)" not in md
+    agree = res["policy"][0]["agree"]
+    assert f"The whole policy at its own magnitudes: {agree:.1f}." in md
+    geo = ambiguity_report(
+        _logits_fn, images, labels, [str(c) for c in range(10)], "geo-n2-m4", tmp_path / "geo", levels=[0, 5], gallery=0
+    )
+    assert geo["policy_levels"] is True
+    assert "| policy (whole) |" in (tmp_path / "geo" / "ambiguity.md").read_text()

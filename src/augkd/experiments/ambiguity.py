@@ -109,8 +109,10 @@ def measure_ambiguity(
             for the clean images).
 
     Returns:
-        ``{"clean": row, "ops": [rows], "policy": [rows], "spec": spec, "space": ..., "per_image": {...}}``;
-        each row holds ``op``, ``level``, ``p_true``, ``entropy``, ``agree`` (%), ``n``.
+        ``{"clean": row, "ops": [rows], "policy": [rows], "policy_levels": bool, "spec": spec, "space": ...,
+        "per_image": {...}}``; each row holds ``op``, ``level``, ``p_true``, ``entropy``, ``agree`` (%), ``n``.
+        ``policy_levels`` is False for a policy with magnitudes of its own (``aa-*``): its one ``policy`` row
+        is the policy as it is, whatever its ``level`` field says, not the policy at a level of the ops'.
     """
     if images.dtype != torch.uint8 or images.ndim != 4 or len(images) == 0:
         raise ValueError(f"images must be uint8 (n, 3, H, W) with n >= 1, got {images.dtype} {tuple(images.shape)}")
@@ -165,20 +167,31 @@ def measure_ambiguity(
         "clean": clean,
         "ops": rows,
         "policy": policy_rows,
+        "policy_levels": parsed.family in ("ra", "geo"),
         **({"per_image": per_image} if keep else {}),
     }
+
+
+def _own_magnitudes(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The whole-policy row of a policy with magnitudes of its own (None for ``ra``/``geo`` specs)."""
+    if result.get("policy_levels", True) or not result["policy"]:
+        return None
+    return result["policy"][0]
 
 
 def _table_md(result: dict[str, Any], metric: str, title: str, fmt: str) -> list[str]:
     levels = sorted({r["level"] for r in result["ops"]})
     lines = [f"### {title}", "", "| op | " + " | ".join(f"L={lv:g}" for lv in levels) + " |"]
     lines.append("|" + "---|" * (len(levels) + 1))
+    own = _own_magnitudes(result)
     by_op: dict[str, dict[float, dict[str, Any]]] = {}
-    for r in result["ops"] + result["policy"]:
+    for r in result["ops"] + ([] if own else result["policy"]):
         by_op.setdefault(r["op"] if not r["op"].startswith("policy") else "policy (whole)", {})[r["level"]] = r
     for op, row in by_op.items():
         cells = [format(row[lv][metric], fmt) if lv in row else "-" for lv in levels]
         lines.append(f"| {op} | " + " | ".join(cells) + " |")
+    if own:  # not a level of the ops' space: its own line, not a cell of the L= columns
+        lines += ["", f"The whole policy at its own magnitudes: {format(own[metric], fmt)}."]
     return [*lines, ""]
 
 
@@ -245,7 +258,10 @@ def _plot(result: dict[str, Any], path: Path) -> Path:
         for op in ops:
             pts = [(r["level"], r[metric]) for r in result["ops"] if r["op"] == op]
             ax.plot(*zip(*pts, strict=True), marker=".", label=op)
-        if result["policy"]:
+        own = _own_magnitudes(result)
+        if own:
+            ax.axhline(own[metric], color="k", linestyle="--", linewidth=2, label="whole policy (own magnitudes)")
+        elif result["policy"]:
             pts = [(r["level"], r[metric]) for r in result["policy"]]
             ax.plot(*zip(*pts, strict=True), "k--", marker="o", linewidth=2, label="whole policy")
         ax.axhline(result["clean"][metric], color="grey", linestyle=":", label="clean")
