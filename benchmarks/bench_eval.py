@@ -14,12 +14,11 @@ Usage:
 from __future__ import annotations
 
 import json
-import statistics
 import tempfile
-import time
 
 import torch
 
+from augkd.bench import interleaved_medians
 from augkd.config import load_config
 from augkd.data import DeviceLoader
 from augkd.train.config import TrainConfig
@@ -27,13 +26,7 @@ from augkd.train.loop import EvalMemo, evaluate, setup_run
 
 
 def _median_times(contenders: dict, rounds: int = 3) -> dict[str, float]:
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(rounds):
-        for name, fn in contenders.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: round(statistics.median(t), 2) for name, t in times.items()}
+    return {name: round(t, 2) for name, t in interleaved_medians(contenders, rounds).items()}
 
 
 def main() -> None:

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 from timm.task import DistillationTeacher, LogitDistillationTask
 from torch import nn
 
+from augkd.bench import interleaved_medians
 from augkd.distill.loss import TopKKL
 from augkd.distill.task import DistillationTask
 from augkd.models import create_model
@@ -63,14 +62,7 @@ def main() -> None:
         "plain_step": lambda: nn.functional.cross_entropy(student(x), y, label_smoothing=0.1).backward(),
         "teacher_forward": teacher_forward,
     }
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for r in range(6):
-        for name, fn in steps.items():
-            start = time.perf_counter()
-            fn()
-            if r:
-                times[name].append(time.perf_counter() - start)
-    report = {name: round(statistics.median(t), 3) for name, t in times.items()}
+    report = {name: round(t, 3) for name, t in interleaved_medians(steps, rounds=5, warmup=1).items()}
     print(json.dumps({"size": args.size, "batch_size": args.batch_size, "threads": 1, "seconds": report}))
 
 

@@ -4,9 +4,12 @@
 - :mod:`augkd.bench.data`: the in-memory loader + base augmentation against torchvision's per-image pipeline.
 """
 
+import statistics
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-__all__ = ["cpu_name"]
+__all__ = ["cpu_name", "interleaved_medians"]
 
 
 def cpu_name() -> str:
@@ -21,3 +24,18 @@ def cpu_name() -> str:
     except OSError:
         pass
     return "unknown"
+
+
+def interleaved_medians(
+    contenders: Mapping[str, Callable[[], object]], rounds: int, warmup: int = 0
+) -> dict[str, float]:
+    """Median seconds per call of each contender, timed in interleaved rounds (``a, b, c, a, b, c, ...``) so that a
+    busy machine slows them all alike; the first ``warmup`` rounds run untimed."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for r in range(warmup + rounds):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            if r >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
