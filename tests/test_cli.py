@@ -120,6 +120,23 @@ def test_overrides_are_accepted_anywhere(argv, overrides):
     assert _parse(build_parser(), argv).overrides == overrides
 
 
+@pytest.mark.parametrize(("text", "seeds"), [("3", 3), ("0", 0), ("1,2", [1, 2]), ("2,", [2]), (" 0, 2 ", [0, 2])])
+def test_sweep_seeds_are_a_count_or_a_list(text, seeds):
+    """A list reruns some seeds of a sweep (each keeps its folder name ..._seed-<s>)."""
+    from augkd.cli import _parse
+
+    args = _parse(build_parser(), ["sweep", "--grid", "kd=off,on", "--out", "s", "--seeds", text])
+    assert args.seeds == seeds
+
+
+@pytest.mark.parametrize("text", ["-1", "two", "1,x"])
+def test_bad_sweep_seeds_are_a_usage_error(capsys, text):
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", "--grid", "kd=off,on", "--out", "s", "--seeds", text])
+    assert exc.value.code == 2
+    assert "a number of seeds (3: seeds 0, 1, 2) or a comma list of seeds" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("argv", "usage"),
     [

@@ -314,6 +314,21 @@ def _gallery_path(out: str | None, policy: str, out_dir: str) -> Path:
     return path if path.suffix else path.with_name(path.name + ".png")
 
 
+def _seeds_arg(text: str) -> int | list[int]:
+    """``--seeds``: a count (``3``: seeds 0, 1, 2) or a comma list (``1,2``; ``2,`` is the one seed 2)."""
+    try:
+        if "," not in text:
+            n = int(text)
+            if n < 0:
+                raise ValueError
+            return n
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a number of seeds (3: seeds 0, 1, 2) or a comma list of seeds (1,2; one seed: 2,)"
+        ) from None
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from augkd.experiments.sweep import run_sweep
 
@@ -617,7 +632,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--grid", nargs="+", required=True, metavar="key=v1,v2", help="grid axes (any config key, or kd)")
     p.add_argument(
-        "--seeds", type=int, default=None, help="seeds 0..N-1 per grid point (default 1; 0: the config's seed)"
+        "--seeds",
+        type=_seeds_arg,
+        default=None,
+        metavar="N | S1,S2",
+        help="seeds 0..N-1 per grid point (default 1; 0: the config's seed), or a list of seeds: 2,3 (one: 2,)",
     )
     p.add_argument("--out", required=True, help="sweep folder (runs, logs, sweep.json, report/)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once; each gets cpu_count/jobs threads")

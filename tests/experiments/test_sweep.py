@@ -278,3 +278,34 @@ def test_an_interrupted_run_stops_the_sweep_without_starting_others(tmp_path, ti
         assert 1 <= len(started) <= jobs, started  # the runs already going when Ctrl-C came, no more
     assert any("interrupted; the same command resumes it" in m for m in logs)
     assert not any("FAILED" in m for m in logs)
+
+
+def test_finished_runs_compare_by_the_precision_they_trained_in(sweep_dir: Path, tmp_path, tiny_overrides, monkeypatch):
+    """amp=auto is float32 on one CPU and bf16 on another: a sweep resumed on a machine where it resolves
+    otherwise must not mix precisions, and amp=off given to match float32 runs made with auto reuses them."""
+    import shutil
+
+    from augkd.train import build
+
+    out = tmp_path / "copy"
+    shutil.copytree(sweep_dir, out)  # made with amp=off: every summary.json says "amp": "off"
+    for config_file in out.glob("*/config.yaml"):  # as if made with amp=auto on a CPU without native bf16
+        config = yaml.safe_load(config_file.read_text())
+        config["amp"] = "auto"
+        config_file.write_text(yaml.safe_dump(config))
+    base = [o for o in tiny_overrides(out) if not o.startswith(("out_dir=", "name=", "amp="))]
+    base += ["augment.policy=geo-n2-m3"]
+    grid = ["augment.magnitude=0,6", "kd=off"]
+
+    def sweep(amp: str, bf16_cpu: bool) -> list[str]:
+        monkeypatch.setattr(build, "_cpu_has_bf16", lambda: bf16_cpu)
+        logs: list[str] = []
+        run_sweep(None, grid, out, seeds=0, overrides=[*base, f"amp={amp}"], log=logs.append, report=False)
+        return logs
+
+    assert "(2 already done)" in sweep("auto", bf16_cpu=False)[0]  # same text, same precision
+    assert "(2 already done)" in sweep("off", bf16_cpu=True)[0]  # other text, same precision
+    with pytest.raises(SweepError, match=r"amp 'auto trained in float32' -> 'auto trains in bfloat16 here; amp=off"):
+        sweep("auto", bf16_cpu=True)  # same text, another precision
+    with pytest.raises(SweepError, match=r"amp 'auto trained in float32' -> 'bf16 trains in bfloat16 here"):
+        sweep("bf16", bf16_cpu=False)

@@ -496,6 +496,25 @@ def test_resume_may_change_the_future_and_records_it(tmp_path, monkeypatch, tiny
     assert load_checkpoint(run / "last.pt")["epoch"] == 3
 
 
+def test_resume_records_a_precision_that_resolves_otherwise(tmp_path, monkeypatch, tiny_config, capsys):
+    """amp=auto is float32 on a CPU without native bf16 and bf16 on one with it: a run resumed on the other
+    machine keeps its text config but not its precision, and must say so."""
+    from augkd.train import build
+
+    monkeypatch.setattr(build, "_cpu_has_bf16", lambda: False)
+    _stop_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tmp_path, "amp=auto"), quiet=True)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "tiny" / "last.pt")["precision"] == "cpu float32"
+    monkeypatch.setattr(build, "_cpu_has_bf16", lambda: True)
+    train(tiny_config(tmp_path, "amp=auto"), resume=True, quiet=True)
+    history = [json.loads(line) for line in (tmp_path / "tiny" / "config_history.jsonl").read_text().splitlines()]
+    assert history[0]["changes"] == {"precision (resolved)": ["cpu float32", "cpu bfloat16"]}
+    assert "last.pt trained in cpu float32, the epochs to come train in cpu bfloat16" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "tiny" / "last.pt")["precision"] == "cpu bfloat16"
+
+
 def test_resume_refuses_data_with_other_class_names(tmp_path, monkeypatch, tiny_config):
     """The same number of classes under other names is other data (a checkpoint made on another dataset)."""
     from augkd.checkpoint import save_checkpoint

@@ -303,7 +303,9 @@ def stale_runs(runs: Sequence[SweepRun], out: Path) -> dict[str, dict[str, tuple
     A finished run counts as stale when any key that changes results differs (not ``threads``, workers or the
     cache folders; :data:`~augkd.train.config.RESULT_NEUTRAL`); a partial one when ``--resume`` would refuse the
     change (:data:`~augkd.train.config.RESUME_MAY_CHANGE`). ``kd.cache`` may differ: a teacher cache holds the
-    very soft labels of its teacher. A run folder whose ``config.yaml`` cannot be read is stale as a whole.
+    very soft labels of its teacher. A run folder whose ``config.yaml`` cannot be read is stale as a whole. The
+    ``device`` and ``amp`` of a finished run compare by what they resolved to (CPU or CUDA, float32 or bf16), not
+    by their text: ``amp=auto`` means float32 on one CPU and bf16 on another.
     """
     from augkd.train.config import RESULT_NEUTRAL, RESUME_MAY_CHANGE, changed_keys, read_saved_config
 
@@ -320,9 +322,62 @@ def stale_runs(runs: Sequence[SweepRun], out: Path) -> dict[str, dict[str, tuple
             continue
         allowed = RESULT_NEUTRAL if status == "done" else RESUME_MAY_CHANGE
         refused, _ = changed_keys(saved, run.config, allowed | {"kd.cache"})
+        if status == "done":
+            _compare_precision(run_dir, saved, run.config, refused)
         if refused:
             stale[run.name] = refused
     return stale
+
+
+def _resolved(cfg: Any) -> tuple[str, str] | None:
+    """``(device type, precision)`` that ``cfg`` resolves to on this machine, named as ``summary.json`` names
+    them (``"cpu"``, ``"off"`` / ``"bfloat16"``); None where it cannot be resolved here (a CUDA device missing)."""
+    from augkd.train.build import RunError, resolve_amp, resolve_device
+
+    try:
+        device = resolve_device(cfg.device)
+        dtype = resolve_amp(cfg.amp, device)
+    except RunError:
+        return None
+    return device.type, str(dtype).replace("torch.", "") if dtype is not None else "off"
+
+
+def _compare_precision(run_dir: Path, saved: dict[str, Any], cfg: Any, refused: dict[str, Any]) -> None:
+    """Judge ``device`` and ``amp`` of a finished run by what they resolved to, not by their text.
+
+    ``amp=auto`` is float32 on a CPU without native bf16 and bf16 on one with it (``device=auto`` likewise CPU or
+    CUDA), so a sweep resumed on another machine would silently train its remaining runs in another precision.
+    The precision a finished run used is in its ``summary.json``: a run whose precision differs from what the
+    sweep would use here is stale even if the text is the same, and one whose text differs (``amp=off`` given
+    to match an ``auto`` run trained in float32) is not. Updates ``refused`` in place.
+    """
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        used = (_device_type(summary["device"]), str(summary["amp"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # a summary from another augkd version: the text comparison stands
+    now = _resolved(cfg)
+    if now is None:
+        return
+    refused.pop("device", None)
+    refused.pop("amp", None)
+    if used[0] != now[0]:
+        refused["device"] = (f"{saved.get('device', 'auto')} ran on {used[0]}", f"{cfg.device} runs on {now[0]} here")
+    if used[1] != now[1]:
+        hint = f"; amp={'off' if used[1] == 'off' else used[1].replace('bfloat16', 'bf16')} matches it"
+        refused["amp"] = (
+            f"{saved.get('amp', 'auto')} trained in {_precision_name(used[1])}",
+            f"{cfg.amp} trains in {_precision_name(now[1])} here{hint}",
+        )
+
+
+def _device_type(name: str) -> str:
+    """``"cuda:0"`` -> ``"cuda"``."""
+    return name.split(":", 1)[0]
+
+
+def _precision_name(amp: str) -> str:
+    return "float32" if amp == "off" else amp
 
 
 def run_sweep(

@@ -235,6 +235,14 @@ def _restore(run: Run, ckpt: RunCheckpoint) -> None:
             f"{run.cfg.model.name!r}"
         )
     run.config_changes = check_resume_config(ckpt.config, run.cfg, run.run_dir)
+    before, now = ckpt.state.get("precision"), _precision(run)
+    if before and before != now:  # amp=auto / device=auto resolve by machine: the same text, another precision
+        run.config_changes["precision (resolved)"] = (before, now)
+        print(
+            f"augkd: warning: {ckpt.path.name} trained in {before}, the epochs to come train in {now} "
+            f"(amp={run.cfg.amp}, device={run.cfg.device}); pass amp=off or amp=bf16 to keep one precision",
+            file=sys.stderr,
+        )
     problem = class_mismatch(ckpt.classes, run.classes)
     if problem:
         raise RunError(f"cannot resume: the checkpoint was trained on other classes than the data has ({problem})")
@@ -486,7 +494,12 @@ def _run_info(run: Run, epoch: int) -> dict[str, Any]:
         mean=stats["mean"],
         std=stats["std"],
         best_top1=run.best_top1,
-    )
+    ) | {"precision": _precision(run)}
+
+
+def _precision(run: Run) -> str:
+    """What ``device`` and ``amp`` resolved to for this process: ``"cpu float32"``, ``"cuda bfloat16"``."""
+    return f"{run.device.type} {str(run.amp_dtype).replace('torch.', '') if run.amp_dtype else 'float32'}"
 
 
 # ----------------------------------------------------------------------------------------------------------------
