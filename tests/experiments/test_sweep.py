@@ -309,3 +309,19 @@ def test_finished_runs_compare_by_the_precision_they_trained_in(sweep_dir: Path,
         sweep("auto", bf16_cpu=True)  # same text, another precision
     with pytest.raises(SweepError, match=r"amp 'auto trained in float32' -> 'bf16 trains in bfloat16 here"):
         sweep("bf16", bf16_cpu=False)
+
+
+def test_a_run_of_some_seeds_adds_to_the_sweep_it_belongs_to(tmp_path, tiny_overrides) -> None:
+    """``--seeds 1,`` after ``--seeds 1`` (seed 0): sweep.json, and so the report, hold both seeds."""
+    out = tmp_path / "sweep"
+    overrides = [o for o in tiny_overrides(out) if not o.startswith(("out_dir=", "name="))]
+    run_sweep(None, ["kd=off"], out, seeds=[0], overrides=overrides, log=lambda m: None, report=False)
+    result = run_sweep(None, ["kd=off"], out, seeds=[1], overrides=overrides, log=lambda m: None)
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert manifest["seeds"] == [0, 1]
+    assert [r["name"] for r in manifest["runs"]] == ["kd-off_seed-0", "kd-off_seed-1"]
+    report = json.loads(Path(result["report"]["json"]).read_text())
+    assert [c["n"] for c in report["cells"]] == [2]
+    # Another sweep in the same folder (other overrides) replaces the manifest instead.
+    run_sweep(None, ["kd=off"], out, seeds=[0], overrides=[*overrides, "threads=1"], log=lambda m: None, report=False)
+    assert json.loads((out / "sweep.json").read_text())["seeds"] == [0]

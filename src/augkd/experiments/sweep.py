@@ -439,7 +439,7 @@ def run_sweep(
     }
     if cache:
         manifest["caches"] = _caches_manifest(caches)
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    _write_manifest(out, manifest)
     env = dict(os.environ)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     if jobs > 1:
@@ -507,7 +507,7 @@ def run_sweep(
         raise KeyboardInterrupt
     if cache:
         manifest["caches"] = _caches_manifest(caches)
-        atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        _write_manifest(out, manifest)
     if failed:
         raise SweepError(f"{len(failed)} of {len(runs)} runs failed ({', '.join(failed)}); rerun to retry them")
     result: dict[str, Any] = {"runs": [str(out / r.name) for r in runs], "report": None}
@@ -545,6 +545,32 @@ def _ensure_cache(
         atomic_write_text(done, json.dumps({"seconds": group.seconds, "runs": group.runs}) + "\n")
         log(f"teacher cache {group.folder.name}: built in {group.seconds:.0f}s")
         return True
+
+
+def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    """Write ``sweep.json``; a run of some seeds of the sweep already there (``--seeds 2,``) adds to its manifest.
+
+    The existing manifest is kept and extended when it describes the same sweep (config, grid and overrides):
+    its seeds and runs gain the new ones, and its caches the new or rebuilt ones. Otherwise it is replaced.
+    """
+    path = out / MANIFEST
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = None
+    same = isinstance(old, dict) and all(old.get(k) == manifest[k] for k in ("config", "grid", "overrides"))
+    if same:
+        assert old is not None
+        names = {r["name"] for r in manifest["runs"]}
+        merged = dict(manifest)
+        merged["seeds"] = sorted(set(old.get("seeds", [])) | set(manifest["seeds"]))
+        merged["runs"] = [r for r in old.get("runs", []) if r.get("name") not in names] + manifest["runs"]
+        if "caches" in old or "caches" in manifest:
+            new_caches = manifest.get("caches", [])
+            folders = {c["folder"] for c in new_caches}
+            merged["caches"] = [c for c in old.get("caches", []) if c.get("folder") not in folders] + new_caches
+        manifest = merged
+    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
 
 
 def _caches_manifest(caches: dict[str, CacheGroup]) -> list[dict[str, Any]]:
