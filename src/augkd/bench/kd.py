@@ -18,15 +18,14 @@ is the steadier estimate of what the cache adds.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from augkd.bench import interleaved_medians
 from augkd.bench.augment import default_data_dir, sample_images
 from augkd.data.pipeline import Normalize
 from augkd.distill.cache import CacheLayout, TeacherCache, prepare_cache_dir, write_epoch
@@ -138,16 +137,7 @@ def run_kd_benchmark(
         "cached_kd_step": lambda: step(cached_task),
         "cache_lookup": lambda: cache.lookup(0, indices, k, temperature),
     }
-    for fn in runs.values():  # warm-up: oneDNN primitive creation, allocator
-        fn()
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    med = {name: statistics.median(v) for name, v in times.items()}
+    med = interleaved_medians(runs, rounds=repeats, warmup=2)  # warm-up: oneDNN primitive creation, allocator
     floor = med["plain_step"] + med["teacher_forward"]
     # A sanity check that the KD step really ran the teacher: its loss differs from plain CE.
     with torch.no_grad(), autocast():
