@@ -11,10 +11,11 @@ from augkd.cli import main
 from augkd.experiments.report import make_report
 
 
-def _run(root: Path, name: str, error: float, config: dict) -> Path:
+def _run(root: Path, name: str, error: float, config: dict, **summary) -> Path:
     run = root / name
     run.mkdir(parents=True)
-    (run / "summary.json").write_text(json.dumps({"final_error": error, "best_top1": 100 - error, "epochs": 2}))
+    summary = {"final_error": error, "best_top1": 100 - error, "epochs": 2, **summary}
+    (run / "summary.json").write_text(json.dumps(summary))
     (run / "config.yaml").write_text(yaml.safe_dump({"name": name, **config}))
     return run
 
@@ -66,3 +67,16 @@ def test_a_two_by_two_grid_of_loose_runs_is_still_a_table(tmp_path: Path) -> Non
     res = make_report(paths, tmp_path / "out")
     assert res["axes"] == ["epochs", "optim.lr"] and len(res["cells"]) == 4
     assert "share no grid" not in Path(res["markdown"]).read_text()
+
+
+def test_runs_compare_by_the_precision_they_trained_in(tmp_path: Path) -> None:
+    """amp=auto trained in float32 beside amp=off is one cell; amp=auto in bf16 beside it is another."""
+    runs = tmp_path / "runs"
+    _run(runs, "a0", 10.0, {"seed": 0, "amp": "auto"}, amp="off", device="cpu")
+    _run(runs, "a1", 12.0, {"seed": 1, "amp": "off"}, amp="off", device="cpu")
+    res = make_report([runs / "a0", runs / "a1"], tmp_path / "out")
+    assert res["axes"] == [] and res["cells"][0]["n"] == 2
+    _run(runs, "b0", 14.0, {"seed": 0, "amp": "auto"}, amp="bfloat16", device="cpu")
+    res = make_report([runs / "a0", runs / "a1", runs / "b0"], tmp_path / "out2")
+    assert res["axes"] == ["amp"]
+    assert {c["point"]["amp"]: c["n"] for c in res["cells"]} == {"off": 2, "bfloat16": 1}

@@ -107,7 +107,14 @@ def _load_run(path: Path) -> RunRecord:
             history = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise ReportError(f"{path}: unreadable run files ({exc})") from None
-    return RunRecord(path, _flatten(config or {}), summary, history)
+    flat = _flatten(config or {})
+    # amp=auto is float32 on one CPU and bf16 on another: runs compare by the precision they trained in (what
+    # summary.json records), so amp=off beside amp=auto-as-float32 is no axis and auto-as-bf16 beside it is one.
+    if "amp" in summary:
+        flat["amp"] = summary["amp"]
+    if "device" in summary:
+        flat["device"] = str(summary["device"]).split(":", 1)[0]
+    return RunRecord(path, flat, summary, history)
 
 
 def load_runs(paths: Sequence[str | Path]) -> tuple[list[RunRecord], list[str] | None]:
