@@ -80,3 +80,24 @@ def test_runs_compare_by_the_precision_they_trained_in(tmp_path: Path) -> None:
     res = make_report([runs / "a0", runs / "a1", runs / "b0"], tmp_path / "out2")
     assert res["axes"] == ["amp"]
     assert {c["point"]["amp"]: c["n"] for c in res["cells"]} == {"off": 2, "bfloat16": 1}
+
+
+def test_a_reference_without_kd_beside_a_sweep_of_kd_settings(tmp_path: Path) -> None:
+    """No-KD runs have no K or lambda (whatever their config's preset says): one reference row, and the gain of
+    every KD cell is measured from it; no empty rows for KD off at each lambda."""
+    runs = tmp_path / "runs"
+    for seed, err in ((0, 90.0), (1, 92.0)):
+        _run(runs, f"nokd_seed-{seed}", err, {"seed": seed, "kd": {"teacher": "", "k": 5, "lambda": 1.0}})
+    for lam, k, err in ((0.5, 10, 89.0), (2.0, 10, 87.0), (0.5, 50, 88.0)):
+        _run(runs, f"l{lam}_k{k}", err, {"seed": 0, "kd": {"teacher": "t.pt", "k": k, "lambda": lam}})
+    res = make_report([runs], tmp_path / "out")
+    assert set(res["axes"]) == {"kd", "kd.k", "kd.lambda"}
+    md = Path(res["markdown"]).read_text()
+    table = [line for line in md.split("## Runs")[0].splitlines() if line.startswith("| ")]
+    assert table[0] == "| KD / lambda | K=10 | K=50 | K=- |"
+    assert table[1] == "| KD=off, lambda=- | - | - | 91.00 ± 1.41 (2) |"
+    assert not any(line.startswith("| KD=off, lambda=0.5") for line in table)
+    gains = {(g["point"]["kd.lambda"], g["column"]): g["gain"] for g in res["kd_gain"]}
+    assert gains == {("0.5", "10"): 2.0, ("0.5", "50"): 3.0, ("2", "10"): 4.0}
+    assert "| **KD gain** (error without - with) lambda=0.5 | +2.00 | +3.00 | - |" in table
+    assert (tmp_path / "out" / "error_vs_kd_k.png").is_file()

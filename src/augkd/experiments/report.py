@@ -41,6 +41,8 @@ __all__ = ["ReportError", "RunRecord", "find_axes", "load_runs", "make_report"]
 #: Config keys that never make an axis (they differ between runs without changing the experiment).
 IGNORED_KEYS = {"name", "out_dir", "seed", "threads", "data.cache_dir", "device"}
 KD_AXIS = "kd"
+NOT_APPLICABLE = "-"
+"""The value of a KD setting (``kd.k``, ``kd.lambda``, ...) for a run without KD: the reference row, not a cell."""
 #: The summary's test-set agreement figures (runs with a teacher or ``eval.reference``).
 AGREEMENT_SUMMARY = ("final_agree_top1", "final_agree_top5", "final_teacher_kl")
 
@@ -76,6 +78,8 @@ class RunRecord:
         """This run's value on ``axis`` as a string (``kd`` -> ``off``/``on``)."""
         if axis == KD_AXIS:
             return "on" if self.kd_source else "off"
+        if axis.startswith("kd.") and not self.kd_source:
+            return NOT_APPLICABLE  # a run without KD has no K or lambda, whatever its config's preset says
         return _fmt_value(self.config.get(axis))
 
 
@@ -149,10 +153,10 @@ def load_runs(paths: Sequence[str | Path]) -> tuple[list[RunRecord], list[str] |
 def _sort_values(values: list[str]) -> list[str]:
     if set(values) <= {"off", "on"}:
         return [v for v in ("off", "on") if v in values]
-    try:
-        return sorted(values, key=float)
-    except ValueError:
-        return values
+    rest = [v for v in values if v != NOT_APPLICABLE]
+    if _numeric(rest) is not None:
+        rest = sorted(rest, key=float)
+    return rest + [NOT_APPLICABLE] * (NOT_APPLICABLE in values)
 
 
 def find_axes(runs: Sequence[RunRecord], grid_axes: Sequence[str] | None = None) -> list[str]:
@@ -228,7 +232,9 @@ def make_report(paths: Sequence[str | Path], out: str | Path, title: str | None 
     runs, grid_axes = load_runs(paths)
     out = out_folder(out)
     axes = find_axes(runs, grid_axes)
-    points = math.prod(len({r.value(a) for r in runs}) for a in axes)
+    # The grid the axes span; runs with and without KD span theirs apart (a run without KD has no K or lambda).
+    by_kd = _group(runs, [KD_AXIS]).values() if KD_AXIS in axes else [runs]
+    points = sum(math.prod(len({r.value(a) for r in rs}) for a in axes) for rs in by_kd)
     if grid_axes is None and len(axes) >= 2 and 2 * len(_group(runs, axes)) <= points:
         return _unrelated_report(runs, axes, points, out, title)
     col_axis = next((a for a in axes if a != KD_AXIS), axes[0] if axes else None)
@@ -246,6 +252,15 @@ def make_report(paths: Sequence[str | Path], out: str | Path, title: str | None 
             point[col_axis] = col
         return stats.get(tuple(point[a] for a in axes))
 
+    def reference_at(row: tuple[str, ...], col: str) -> dict[str, Any] | None:
+        """The cell without KD that a KD cell's gain is measured from: same point, or the same point with its
+        KD settings not applicable (a no-KD reference beside a sweep over K or lambda)."""
+        cell = cell_at(row, col)
+        if cell is None:
+            row = tuple(NOT_APPLICABLE if a.startswith("kd.") else v for a, v in zip(row_axes, row, strict=True))
+            cell = cell_at(row, NOT_APPLICABLE if col_axis and col_axis.startswith("kd.") else col)
+        return cell
+
     lines = [f"# {title or 'Report'}", ""]
     lines.append(
         f"{len(runs)} runs; test error (%) of the final epoch, mean ± standard deviation over seeds (number of "
@@ -258,6 +273,8 @@ def make_report(paths: Sequence[str | Path], out: str | Path, title: str | None 
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     gains = []
     for row in itertools.product(*row_values):
+        if row_axes and all(cell_at(row, c) is None for c in col_values):
+            continue  # a combination no run has (KD off at a lambda of the KD sweep)
         label = ", ".join(f"{_axis_title(a)}={v}" for a, v in zip(row_axes, row, strict=True)) or "all"
         lines.append("| " + " | ".join([label] + [_fmt_cell(cell_at(row, c)) for c in col_values]) + " |")
     if KD_AXIS in row_axes:
@@ -265,16 +282,20 @@ def make_report(paths: Sequence[str | Path], out: str | Path, title: str | None 
         others = [v for i, v in enumerate(row_values) if i != kd_pos]
         other_axes = [a for a in row_axes if a != KD_AXIS]
         for rest in itertools.product(*others):
+            if NOT_APPLICABLE in rest:
+                continue
             row_off = list(rest)
             row_off.insert(kd_pos, "off")
             row_on = list(rest)
             row_on.insert(kd_pos, "on")
             entries = []
             for c in col_values:
-                gain = _gain(cell_at(tuple(row_off), c), cell_at(tuple(row_on), c))
+                gain = _gain(reference_at(tuple(row_off), c), cell_at(tuple(row_on), c))
                 if gain is not None:
                     gains.append({"point": dict(zip(other_axes, rest, strict=True)), "column": c, "gain": gain})
                 entries.append("-" if gain is None else f"{gain:+.2f}")
+            if all(e == "-" for e in entries) and col_values != [""]:
+                continue
             extra = ", ".join(f"{_axis_title(a)}={v}" for a, v in zip(other_axes, rest, strict=True))
             lines.append(
                 f"| **KD gain** (error without - with){' ' + extra if extra else ''} | " + " | ".join(entries) + " |"
@@ -392,11 +413,18 @@ def _plots(runs: list[RunRecord], axes: list[str], col_axis: str | None, out: Pa
         if axis == KD_AXIS:
             continue
         others = [a for a in axes if a != axis]
-        xs_all = _sort_values(list(dict.fromkeys(r.value(axis) for r in runs)))
+        xs_all = [x for x in _sort_values(list(dict.fromkeys(r.value(axis) for r in runs))) if x != NOT_APPLICABLE]
         numeric = _numeric(xs_all)
         fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
         for other_key, rs in _group(runs, others).items():
             by_x = _group(rs, [axis])
+            if set(by_x) == {(NOT_APPLICABLE,)}:  # runs without KD beside a sweep of a KD setting: a reference line
+                errs = [r.error for r in rs if r.error is not None]
+                if errs:
+                    point = zip(others, other_key, strict=True)
+                    rest = [f"{_axis_title(a)}={v}" for a, v in point if a != KD_AXIS and v != NOT_APPLICABLE]
+                    ax.axhline(statistics.fmean(errs), color="gray", linestyle="--", label=", ".join(["no KD", *rest]))
+                continue
             xs, ys, sds = [], [], []
             for i, x in enumerate(xs_all):
                 errs = [r.error for r in by_x.get((x,), []) if r.error is not None]
