@@ -101,3 +101,15 @@ def test_a_reference_without_kd_beside_a_sweep_of_kd_settings(tmp_path: Path) ->
     assert gains == {("0.5", "10"): 2.0, ("0.5", "50"): 3.0, ("2", "10"): 4.0}
     assert "| **KD gain** (error without - with) lambda=0.5 | +2.00 | +3.00 | - |" in table
     assert (tmp_path / "out" / "error_vs_kd_k.png").is_file()
+
+
+def test_runs_of_two_augkd_versions_differ_only_where_their_settings_do(tmp_path: Path) -> None:
+    """A key added to augkd since a run was made (its config.yaml lacks it) reads as its default."""
+    runs = tmp_path / "runs"
+    _run(runs, "old", 10.0, {"seed": 0, "augment": {"policy": "geo-n2-m6"}})  # written before augment.cutmix existed
+    _run(runs, "new", 12.0, {"seed": 1, "augment": {"policy": "geo-n2-m6", "cutmix": 0.0, "mix_prob": 1.0}})
+    res = make_report([runs / "old", runs / "new"], tmp_path / "out")
+    assert res["axes"] == [] and res["cells"][0]["n"] == 2
+    _run(runs, "mixed", 14.0, {"seed": 0, "augment": {"policy": "geo-n2-m6", "cutmix": 1.0}})
+    res = make_report([runs / "old", runs / "new", runs / "mixed"], tmp_path / "out2")
+    assert res["axes"] == ["augment.cutmix"]
