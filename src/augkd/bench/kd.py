@@ -34,7 +34,7 @@ from augkd.distill.task import CachedDistillationTask, ClassificationTask, Disti
 from augkd.distill.teacher import Teacher
 from augkd.models import count_parameters, create_model
 from augkd.models.external import create_external, external_name
-from augkd.train.build import resolve_amp
+from augkd.train.build import amp_name, resolve_amp
 
 __all__ = ["run_kd_benchmark"]
 
@@ -153,7 +153,7 @@ def run_kd_benchmark(
         "image_size": int(x.shape[-1]),
         "teacher_size": teacher_size or int(x.shape[-1]),
         "batch_size": batch_size,
-        "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
+        "amp": amp_name(amp_dtype),
         "threads": torch.get_num_threads(),
         "repeats": repeats,
         "seconds": med,

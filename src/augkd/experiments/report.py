@@ -111,7 +111,11 @@ def _load_run(path: Path) -> RunRecord:
             history = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise ReportError(f"{path}: unreadable run files ({exc})") from None
-    flat = _flatten(_with_defaults(config or {}))
+    from augkd.train.config import with_defaults
+
+    # A key added to augkd since the run was made reads as its default (as the sweep's comparison does), so runs
+    # made by two versions of augkd differ only where their settings do.
+    flat = _flatten(with_defaults(config or {}))
     # amp=auto is float32 on one CPU and bf16 on another: runs compare by the precision they trained in (what
     # summary.json records), so amp=off beside amp=auto-as-float32 is no axis and auto-as-bf16 beside it is one.
     if "amp" in summary:
@@ -119,19 +123,6 @@ def _load_run(path: Path) -> RunRecord:
     if "device" in summary:
         flat["device"] = str(summary["device"]).split(":", 1)[0]
     return RunRecord(path, flat, summary, history)
-
-
-def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
-    """A run's saved config read through today's ``TrainConfig``: a key added to augkd since the run was made
-    reads as its default (as the sweep's comparison does), so runs made by two versions of augkd differ only
-    where their settings do. A config that today's augkd cannot read is kept as it is."""
-    from augkd.config import ConfigError, config_from_dict, config_to_dict
-    from augkd.train.config import TrainConfig
-
-    try:
-        return config_to_dict(config_from_dict(TrainConfig, config))
-    except (ConfigError, ValueError, TypeError):
-        return config
 
 
 def load_runs(paths: Sequence[str | Path]) -> tuple[list[RunRecord], list[str] | None]:

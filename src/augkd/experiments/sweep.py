@@ -332,14 +332,14 @@ def stale_runs(runs: Sequence[SweepRun], out: Path) -> dict[str, dict[str, tuple
 def _resolved(cfg: Any) -> tuple[str, str] | None:
     """``(device type, precision)`` that ``cfg`` resolves to on this machine, named as ``summary.json`` names
     them (``"cpu"``, ``"off"`` / ``"bfloat16"``); None where it cannot be resolved here (a CUDA device missing)."""
-    from augkd.train.build import RunError, resolve_amp, resolve_device
+    from augkd.train.build import RunError, amp_name, resolve_amp, resolve_device
 
     try:
         device = resolve_device(cfg.device)
         dtype = resolve_amp(cfg.amp, device)
     except RunError:
         return None
-    return device.type, str(dtype).replace("torch.", "") if dtype is not None else "off"
+    return device.type, amp_name(dtype)
 
 
 def _compare_precision(run_dir: Path, saved: dict[str, Any], cfg: Any, refused: dict[str, Any]) -> None:
@@ -558,9 +558,7 @@ def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         old = None
-    same = isinstance(old, dict) and all(old.get(k) == manifest[k] for k in ("config", "grid", "overrides"))
-    if same:
-        assert old is not None
+    if isinstance(old, dict) and all(old.get(k) == manifest[k] for k in ("config", "grid", "overrides")):
         names = {r["name"] for r in manifest["runs"]}
         merged = dict(manifest)
         merged["seeds"] = sorted(set(old.get("seeds", [])) | set(manifest["seeds"]))

@@ -42,6 +42,7 @@ __all__ = [
     "BATCH_STAGES",
     "Components",
     "RunError",
+    "amp_name",
     "build_cached_distillation_task",
     "build_components",
     "build_distillation_task",
@@ -77,6 +78,11 @@ def resolve_device(name: str) -> torch.device:
 def _cpu_has_bf16() -> bool:
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return any(getattr(torch.cpu, c, lambda: False)() for c in checks)
+
+
+def amp_name(dtype: torch.dtype | None) -> str:
+    """A resolved precision as ``summary.json`` names it: ``"off"`` (float32), ``"bfloat16"``, ``"float16"``."""
+    return str(dtype).replace("torch.", "") if dtype is not None else "off"
 
 
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:

@@ -46,6 +46,7 @@ __all__ = [
     "TrainConfig",
     "changed_keys",
     "read_saved_config",
+    "with_defaults",
 ]
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -512,6 +513,16 @@ def read_saved_config(path: Path) -> dict[str, Any]:
     return saved
 
 
+def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved config (plain data) read through today's :class:`TrainConfig`: a key added to augkd since the
+    run was made reads as its default. A config that today's augkd cannot read (another version's) is returned as
+    it is."""
+    try:
+        return config_to_dict(config_from_dict(TrainConfig, saved))
+    except (ConfigError, ValueError, TypeError):
+        return saved
+
+
 def changed_keys(
     saved: dict[str, Any], cfg: TrainConfig, allowed: frozenset[str] = frozenset()
 ) -> tuple[dict[str, tuple[Any, Any]], dict[str, tuple[Any, Any]]]:
@@ -521,10 +532,6 @@ def changed_keys(
     compares as its default. Returns ``(refused, allowed_changes)``: the differing keys outside ``allowed``, and
     those inside it, each ``{key: (saved value, new value)}``.
     """
-    try:
-        old = config_to_dict(config_from_dict(TrainConfig, saved))
-    except (ConfigError, ValueError, TypeError):  # written by another augkd version: compare what is there
-        old = saved
-    diff = config_diff(old, config_to_dict(cfg))
+    diff = config_diff(with_defaults(saved), config_to_dict(cfg))
     refused = {k: v for k, v in diff.items() if not _covered(k, allowed)}
     return refused, {k: v for k, v in diff.items() if k not in refused}

@@ -39,6 +39,7 @@ from augkd.distill.teacher import RANDOM_WEIGHTS, Teacher, load_teacher, teacher
 from augkd.models import count_parameters
 from augkd.train.build import (
     RunError,
+    amp_name,
     build_distillation_task,
     check_cache_serves_run,
     loader_key,
@@ -197,7 +198,7 @@ def dry_run(cfg: TrainConfig, batch_size: int = DRY_RUN_BATCH, quiet: bool = Tru
         "model": cfg.model.name,
         "params": count_parameters(run.model),
         "device": str(run.device),
-        "amp": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",
+        "amp": amp_name(run.amp_dtype),
         "policy": cfg.augment.policy,
         "batch_shape": [batch, *train_set.images.shape[1:]],
         "eval_shape": list(eval_set.images.shape),

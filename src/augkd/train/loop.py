@@ -53,7 +53,15 @@ from augkd.models import count_parameters
 from augkd.models.build import build_model
 from augkd.models.checkpoint import RunCheckpoint, class_mismatch, read_latest_run_checkpoint, run_info, training_state
 from augkd.train import distributed
-from augkd.train.build import RunError, build_components, build_ema, build_reference, build_task, resolve_device
+from augkd.train.build import (
+    RunError,
+    amp_name,
+    build_components,
+    build_ema,
+    build_reference,
+    build_task,
+    resolve_device,
+)
 from augkd.train.config import RESUME_MAY_CHANGE, TrainConfig, changed_keys, read_saved_config
 from augkd.train.distributed import DistEnv
 from augkd.train.guard import NonFiniteGuard, check_finite_state
@@ -499,7 +507,7 @@ def _run_info(run: Run, epoch: int) -> dict[str, Any]:
 
 def _precision(run: Run) -> str:
     """What ``device`` and ``amp`` resolved to for this process: ``"cpu float32"``, ``"cuda bfloat16"``."""
-    return f"{run.device.type} {str(run.amp_dtype).replace('torch.', '') if run.amp_dtype else 'float32'}"
+    return f"{run.device.type} {amp_name(run.amp_dtype) if run.amp_dtype else 'float32'}"
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -228,6 +228,8 @@ def write_summary(run: Run, n_params: int) -> dict[str, Any]:
 
 def run_summary(run: Run, n_params: int) -> dict[str, Any]:
     """``summary.json``: the run's final figures and what produced them."""
+    from augkd.train.build import amp_name  # here, not at the top: this module stays free of torch
+
     cfg = run.cfg
     final = run.history[-1] if run.history else {}
     return {
@@ -265,6 +267,6 @@ def run_summary(run: Run, n_params: int) -> dict[str, Any]:
         "wall_time_s": final.get("elapsed_s"),
         "device": str(run.device),
         "world_size": run.env.world_size,
-        "amp": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",
+        "amp": amp_name(run.amp_dtype),
         "run_dir": str(run.run_dir),
     }

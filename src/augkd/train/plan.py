@@ -37,7 +37,7 @@ import torch
 from augkd.data import DeviceLoader, InMemoryDataset, describe_dataset
 from augkd.distill.cache import LOGITS_DTYPES, CacheLayout
 from augkd.models import count_parameters
-from augkd.train.build import RunError, resolve_device
+from augkd.train.build import RunError, amp_name, resolve_device
 from augkd.train.config import TrainConfig
 from augkd.train.distributed import DistEnv, per_rank_batch
 from augkd.train.dryrun import (
@@ -267,7 +267,7 @@ def plan(
         "params": count_parameters(run.model),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "amp": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",
+        "amp": amp_name(run.amp_dtype),
         "gpus": gpus,
         "global_batch": cfg.batch_size,
         "batch_per_device": per_device,
